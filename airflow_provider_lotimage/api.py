@@ -132,7 +132,9 @@ def decode_body(http_status: int, text: str | bytes) -> dict[str, Any]:
         raise TransientError(
             f"LotImage answered HTTP {http_status} without a JSON body", http_status=http_status
         )
-    raise MalformedResponseError(f"LotImage answered HTTP {http_status} with a body that is not a JSON object")
+    raise MalformedResponseError(
+        f"LotImage answered HTTP {http_status} with a body that is not a JSON object"
+    )
 
 
 def _body_status(body: Mapping[str, Any]) -> int | None:
@@ -150,9 +152,7 @@ def _err_message(body: Mapping[str, Any]) -> str:
     return str(message) if message else "no errMessage given"
 
 
-def raise_for_error(
-    http_status: int, body: Mapping[str, Any], *, retry_after: float | None = None
-) -> None:
+def raise_for_error(http_status: int, body: Mapping[str, Any], *, retry_after: float | None = None) -> None:
     """Raise the exception that an error answer (HTTP status or body ``status``) stands for.
 
     The service may signal an error in the HTTP status, in the body, or both; whichever is not
@@ -212,7 +212,9 @@ def parse_progress(
         and body_status not in TRANSIENT_STATUSES
         and body_status not in (401, 403, 404, 429)
     ):
-        raise TaskFailedError(_err_message(body), task_id=reported_id, http_status=http_status, status=body_status)
+        raise TaskFailedError(
+            _err_message(body), task_id=reported_id, http_status=http_status, status=body_status
+        )
     raise_for_error(http_status, body, retry_after=retry_after)
     if not reported_id:
         raise MalformedResponseError("LotImage returned a progress answer without a taskId")

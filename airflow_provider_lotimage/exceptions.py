@@ -74,6 +74,10 @@ class TransientError(LotImageError):
     retryable = True
 
 
+class ServiceUnreachableError(TransientError):
+    """The request never reached LotImage (connection refused, connect timeout): safe to resend."""
+
+
 class MalformedResponseError(TransientError):
     """The service answered something that is not the documented JSON."""
 
@@ -107,3 +111,7 @@ class TaskTimeoutError(LotImageError):
 
 class ImageDownloadError(LotImageError):
     """A picture could not be fetched or is not a picture (expired link, too large, wrong type)."""
+
+
+class LotImageInputError(LotImageError, ValueError):
+    """A parameter is unusable; raised before any call, so no budget is spent."""

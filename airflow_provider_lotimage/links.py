@@ -1,0 +1,50 @@
+"""The "LotImage picture" extra link: a button in the task's UI page to the finished picture."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperatorLink
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator, Context
+    from airflow.sdk.types import TaskInstanceKey
+
+log = logging.getLogger(__name__)
+
+#: The XCom key under which waiting tasks record the picture's URL.
+IMAGE_URL_XCOM_KEY = "lotimage_image_url"
+
+
+class LotImagePictureLink(BaseOperatorLink):
+    """Links to the picture a sensor or waiting operator saw finished.
+
+    LotImage's picture URLs expire after about a day, so the link is for recent runs; stored
+    copies are what ``SaveImagesOperator`` is for.
+    """
+
+    name = "LotImage picture"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        url = XCom.get_value(ti_key=ti_key, key=IMAGE_URL_XCOM_KEY)
+        return url if isinstance(url, str) and url.startswith(("http://", "https://")) else ""
+
+
+def record_result(context: Context, result: dict[str, Any]) -> dict[str, Any]:
+    """Log a finished task, record its picture URL for the extra link, and return the result."""
+    context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value=result.get("image_url"))
+    log.info(
+        "LotImage task %s finished: %s (%d separate pictures)",
+        result.get("lotimage_task_id"),
+        _without_query(result.get("image_url")),
+        len(result.get("image_urls") or []),
+    )
+    return result
+
+
+def _without_query(url: Any) -> str:
+    """Signed picture URLs carry tokens in their query; logs show the rest."""
+    return str(url).split("?", 1)[0]

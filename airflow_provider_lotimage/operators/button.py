@@ -1,0 +1,45 @@
+"""ButtonOperator: press a button (upscale, variation, reroll, zoom, vary) of a finished task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_lotimage.operators._submit import LotImageSubmitOperator
+from airflow_provider_lotimage.validation import validate_button, validate_task_id
+
+
+class ButtonOperator(LotImageSubmitOperator):
+    """Press ``button`` on a finished LotImage task; return the new taskId, or its result when waiting.
+
+    :param lotimage_task_id: the parent task (templated): its taskId, or its result dict (as
+        returned by TaskProgressSensor or a waiting operator), in which case the button is also
+        checked against the buttons the parent offers.
+    :param button: the exact label, e.g. ``"U1"``, ``"V3"``, ``"🔄"``, ``"Zoom Out 2x"`` (templated).
+    """
+
+    template_fields = ("lotimage_task_id", "button", "webhook")
+
+    def __init__(self, *, lotimage_task_id: str | dict[str, Any], button: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lotimage_task_id = lotimage_task_id
+        self.button = button
+        if isinstance(button, str) and "{{" not in button:
+            validate_button(button)  # fail at parse time when the value is already known
+
+    def validate(self) -> None:
+        super().validate()
+        parent: Any = self.lotimage_task_id
+        offered = None
+        if isinstance(parent, dict):
+            offered = parent.get("buttons")
+            parent = parent.get("lotimage_task_id")
+        self.parent_task_id = validate_task_id(parent)
+        self.button = validate_button(self.button, allowed=offered or None)
+
+    def request_fields(self) -> dict[str, Any]:
+        return {**super().request_fields(), "parent": self.parent_task_id, "button": self.button}
+
+    def submit(self) -> str:
+        return self.hook.press_button(
+            self.parent_task_id, self.button, cutting=self.cutting, webhook=self.webhook
+        )

@@ -1,0 +1,37 @@
+"""ImagineOperator: turn a prompt into a LotImage task (and, if asked, into a finished picture)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_lotimage.operators._submit import LotImageSubmitOperator
+from airflow_provider_lotimage.validation import validate_prompt
+
+
+class ImagineOperator(LotImageSubmitOperator):
+    """Submit ``prompt`` to LotImage's ``imagine``; return the taskId, or the result when waiting.
+
+    The taskId is also pushed to XCom under ``lotimage_task_id`` as soon as it is known. See
+    :class:`~airflow_provider_lotimage.operators._submit.LotImageSubmitOperator` for the waiting
+    and crash-safety parameters.
+
+    :param prompt: the Midjourney prompt (templated); at most 4000 characters.
+    """
+
+    template_fields = ("prompt", "webhook")
+
+    def __init__(self, *, prompt: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.prompt = prompt
+        if isinstance(prompt, str) and "{{" not in prompt and "{%" not in prompt:
+            validate_prompt(prompt)  # fail at parse time when the value is already known
+
+    def validate(self) -> None:
+        super().validate()
+        self.prompt = validate_prompt(self.prompt)
+
+    def request_fields(self) -> dict[str, Any]:
+        return {**super().request_fields(), "prompt": self.prompt}
+
+    def submit(self) -> str:
+        return self.hook.imagine(self.prompt, cutting=self.cutting, webhook=self.webhook)

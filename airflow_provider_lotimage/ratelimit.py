@@ -1,0 +1,161 @@
+"""A sliding-window call limiter shared by every caller that uses the same key.
+
+LotImage allows a key a few calls per second and answers 429 beyond that. The limiter hands out
+*reservations*: each caller is given the earliest moment its call may leave and sleeps until then,
+so callers never spin and never retry for a slot. With scope ``"host"`` the reservations live in a
+small file guarded by ``flock``, so the worker processes and the triggerer of one machine share a
+single budget; with scope ``"process"`` they live in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+#: Extra room added to the one-second window, so calls spaced exactly at the limit never arrive
+#: at the service closer together than it counts.
+WINDOW_MARGIN = 0.1
+
+
+class SlidingWindowLimiter:
+    """At most ``calls`` reservations in any ``period`` seconds (``period`` includes a margin)."""
+
+    def __init__(
+        self,
+        calls: int,
+        period: float = 1.0 + WINDOW_MARGIN,
+        *,
+        state_file: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if calls < 1:
+            raise ValueError("calls must be at least 1")
+        self.calls = calls
+        self.period = period
+        self.state_file = state_file
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._slots: list[float] = []
+        self._blocked_until = 0.0
+
+    def reserve(self) -> float:
+        """Reserve the next free slot and return how many seconds to wait for it (>= 0)."""
+        with self._lock:
+            if self.state_file is None:
+                slot, self._slots, self._blocked_until = self._take(self._slots, self._blocked_until)
+                return max(0.0, slot - self._clock())
+            return self._reserve_shared()
+
+    def block_for(self, seconds: float) -> None:
+        """Hold every caller back for ``seconds`` (used when the service answered 429)."""
+        until = self._clock() + max(0.0, seconds)
+        with self._lock:
+            if self.state_file is None:
+                self._blocked_until = max(self._blocked_until, until)
+                return
+            with self._locked_state() as state:
+                state["blocked_until"] = max(float(state.get("blocked_until", 0.0)), until)
+
+    def acquire(self) -> None:
+        """Block the calling thread until its reserved slot."""
+        delay = self.reserve()
+        if delay > 0:
+            time.sleep(delay)
+
+    async def acquire_async(self) -> None:
+        """Wait, without blocking the event loop, until the reserved slot."""
+        delay = self.reserve()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def _take(self, slots: list[float], blocked_until: float) -> tuple[float, list[float], float]:
+        now = self._clock()
+        live = sorted(s for s in slots if s > now - self.period)
+        slot = max(now, blocked_until)
+        if len(live) >= self.calls:
+            slot = max(slot, live[-self.calls] + self.period)
+        live.append(slot)
+        return slot, sorted(live)[-self.calls :], blocked_until
+
+    def _reserve_shared(self) -> float:
+        with self._locked_state() as state:
+            slots = [float(s) for s in state.get("slots", [])]
+            slot, state["slots"], _ = self._take(slots, float(state.get("blocked_until", 0.0)))
+        return max(0.0, slot - self._clock())
+
+    def _locked_state(self) -> _LockedJsonFile:
+        assert self.state_file is not None
+        return _LockedJsonFile(self.state_file)
+
+
+class _LockedJsonFile:
+    """Read-modify-write of a tiny JSON file under an exclusive ``flock`` (held for microseconds)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.state: dict = {}
+        self._fd = -1
+
+    def __enter__(self) -> dict:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        raw = os.read(self._fd, 65536)
+        try:
+            loaded = json.loads(raw) if raw else {}
+            self.state = loaded if isinstance(loaded, dict) else {}
+        except ValueError:
+            self.state = {}
+        return self.state
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            data = json.dumps(self.state).encode()
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            os.ftruncate(self._fd, 0)
+            os.write(self._fd, data)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+
+
+_registry: dict[tuple[str, float, str], SlidingWindowLimiter] = {}
+_registry_lock = threading.Lock()
+
+
+def limiter_for(identity: str, rate_per_second: float, scope: str = "host") -> SlidingWindowLimiter:
+    """The one limiter of this process for a key (``identity`` is a digest, never the key itself).
+
+    A fractional rate such as 0.5 becomes one call per two seconds.
+    """
+    if rate_per_second <= 0:
+        raise ValueError("rate_per_second must be positive")
+    if scope not in ("host", "process"):
+        raise ValueError("rate_limit_scope must be 'host' or 'process'")
+    with _registry_lock:
+        key = (identity, rate_per_second, scope)
+        limiter = _registry.get(key)
+        if limiter is None:
+            calls = max(1, int(rate_per_second))
+            period = calls / rate_per_second + WINDOW_MARGIN
+            state_file = None
+            if scope == "host":
+                state_file = (
+                    Path(tempfile.gettempdir()) / "airflow-provider-lotimage" / f"rate-{identity}.json"
+                )
+            limiter = SlidingWindowLimiter(calls, period, state_file=state_file)
+            _registry[key] = limiter
+        return limiter
+
+
+def key_identity(base_url: str, api_key: str) -> str:
+    """A short digest naming a (service, key) pair without revealing the key."""
+    return hashlib.sha256(f"{base_url}\0{api_key}".encode()).hexdigest()[:20]
