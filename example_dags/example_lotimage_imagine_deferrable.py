@@ -1,0 +1,40 @@
+"""The imagine example, waiting in the triggerer: no worker slot is held while the picture renders.
+
+ImagineOperator submits, records the taskId in the task state store (so a retry after a crash
+reconnects instead of paying again), then defers to ``TaskProgressTrigger``.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from airflow.sdk import DAG, Param
+
+from airflow_provider_lotimage.operators.imagine import ImagineOperator
+from airflow_provider_lotimage.operators.save_images import SaveImagesOperator
+
+OUTPUT_DIR = Path(os.environ.get("LOTIMAGE_OUTPUT_DIR", "output")).resolve()
+POLL_INTERVAL = float(os.environ.get("LOTIMAGE_POLL_INTERVAL", "10"))
+
+with DAG(
+    dag_id="example_lotimage_imagine_deferrable",
+    description="Prompt in, stored pictures out, waiting in the triggerer",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    tags=["example", "lotimage", "deferrable"],
+    params={"prompt": Param("A lighthouse made of glass at dawn", type="string", minLength=1)},
+) as dag:
+    imagine = ImagineOperator(
+        task_id="imagine",
+        prompt="{{ params.prompt }}",
+        cutting=True,
+        wait_for_completion=True,
+        deferrable=True,
+        poll_interval=POLL_INTERVAL,
+        timeout=30 * 60,
+    )
+
+    SaveImagesOperator(task_id="save", result=imagine.output, destination=OUTPUT_DIR.as_uri())
