@@ -201,6 +201,7 @@ def test_parser_returns_typed_result_or_own_error(http_status: int, payload: obj
 @given(st.binary(max_size=64))
 def test_parser_survives_arbitrary_bytes(data: bytes) -> None:
     try:
-        api.parse_progress(200, data, task_id="t")
+        outcome = api.parse_progress(200, data, task_id="t")
     except LotImageError:
-        pass
+        return
+    assert isinstance(outcome, api.TaskProgress)
