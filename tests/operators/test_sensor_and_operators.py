@@ -1,0 +1,253 @@
+"""TaskProgressSensor (poke, reschedule, deferrable) and the submit operators, in real DAG runs."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+EXPECTED_KEYS = {
+    "lotimage_task_id",
+    "prompt",
+    "image_url",
+    "image_urls",
+    "progress",
+    "buttons",
+    "created_at",
+    "originating_task_id",
+}
+
+
+def run_dag(dag: Any) -> Any:
+    """Serialise the DAG as the DAG processor would, then run it with ``dag.test()``."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder="/dev/null")
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, bundle_name="dags-folder", bundle_version=None)
+    return dag.test()
+
+
+def xcom(run: Any, task_id: str, key: str = "return_value") -> Any:
+    ti = run.get_task_instance(task_id)
+    return ti.xcom_pull(task_ids=task_id, key=key)
+
+
+def ti_state(run: Any, task_id: str) -> str:
+    return run.get_task_instance(task_id).state
+
+
+@pytest.fixture(autouse=True)
+def _db(airflow_db: None) -> None:
+    return None
+
+
+@pytest.mark.parametrize("mode", ["poke", "reschedule"])
+def test_sensor_waits_and_returns_result(lotimage_connection, lotimage_emulator, mode: str) -> None:
+    from airflow.sdk import DAG
+
+    from airflow_provider_lotimage.operators.imagine import ImagineOperator
+    from airflow_provider_lotimage.sensors.task_progress import TaskProgressSensor
+
+    with DAG(f"test_sensor_{mode}", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        imagine = ImagineOperator(task_id="imagine", prompt="a teapot in space", cutting=True)
+        TaskProgressSensor(
+            task_id="wait", lotimage_task_id=imagine.output, poke_interval=0.3, mode=mode, timeout=60
+        )
+    run = run_dag(dag)
+    assert run.state == "success"
+    result = xcom(run, "wait")
+    assert set(result) == EXPECTED_KEYS
+    assert result["lotimage_task_id"] == xcom(run, "imagine")
+    assert result["progress"] == 100 and len(result["image_urls"]) == 4
+    assert xcom(run, "wait", "lotimage_image_url") == result["image_url"]
+    assert lotimage_emulator.stats()["submissions"]["imagine"] == 1
+
+
+def test_sensor_fails_at_once_with_the_service_reason(lotimage_connection, lotimage_emulator) -> None:
+    from airflow.sdk import DAG
+
+    from airflow_provider_lotimage.operators.imagine import ImagineOperator
+    from airflow_provider_lotimage.sensors.task_progress import TaskProgressSensor
+
+    lotimage_emulator.add_fault("fail_task", err_message="Banned prompt detected", progress=15)
+    with DAG("test_sensor_failed", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        imagine = ImagineOperator(task_id="imagine", prompt="a teapot")
+        TaskProgressSensor(task_id="wait", lotimage_task_id=imagine.output, poke_interval=0.3, timeout=60)
+    run = run_dag(dag)
+    assert run.state == "failed"
+    assert ti_state(run, "wait") == "failed"
+
+
+def test_sensor_fails_on_stall(lotimage_connection, lotimage_emulator) -> None:
+    from airflow.sdk import DAG
+
+    from airflow_provider_lotimage.operators.imagine import ImagineOperator
+    from airflow_provider_lotimage.sensors.task_progress import TaskProgressSensor
+
+    lotimage_emulator.add_fault("stall", progress=93)
+    with DAG("test_sensor_stall", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        imagine = ImagineOperator(task_id="imagine", prompt="a teapot")
+        TaskProgressSensor(
+            task_id="wait",
+            lotimage_task_id=imagine.output,
+            poke_interval=0.3,
+            stall_timeout=2,
+            timeout=60,
+            mode="reschedule",
+        )
+    run = run_dag(dag)
+    assert ti_state(run, "wait") == "failed"
+
+
+def test_imagine_waits_in_worker_and_returns_result(lotimage_connection, lotimage_emulator) -> None:
+    from airflow.sdk import DAG
+
+    from airflow_provider_lotimage.operators.button import ButtonOperator
+    from airflow_provider_lotimage.operators.imagine import ImagineOperator
+
+    with DAG("test_imagine_wait", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        imagine = ImagineOperator(
+            task_id="imagine",
+            prompt="a teapot",
+            wait_for_completion=True,
+            deferrable=False,
+            poll_interval=0.3,
+        )
+        ButtonOperator(
+            task_id="upscale",
+            lotimage_task_id=imagine.output,
+            button="U3",
+            wait_for_completion=True,
+            deferrable=False,
+            poll_interval=0.3,
+        )
+    run = run_dag(dag)
+    assert run.state == "success"
+    grid = xcom(run, "imagine")
+    upscale = xcom(run, "upscale")
+    assert set(grid) == EXPECTED_KEYS == set(upscale)
+    assert xcom(run, "imagine", "lotimage_task_id") == grid["lotimage_task_id"]
+    assert upscale["originating_task_id"] == grid["lotimage_task_id"]
+    assert lotimage_emulator.stats()["submissions"] == {"imagine": 1, "button": 1}
+
+
+def test_button_checked_against_parent_buttons_before_any_call(
+    lotimage_connection, lotimage_emulator
+) -> None:
+    from airflow.sdk import DAG
+
+    from airflow_provider_lotimage.operators.button import ButtonOperator
+
+    parent = {"lotimage_task_id": "parent-1", "image_url": "http://x/y.png", "buttons": ["Vary (Strong)"]}
+    with DAG("test_button_not_offered", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        ButtonOperator(task_id="press", lotimage_task_id=parent, button="U1")
+    run = run_dag(dag)
+    assert ti_state(run, "press") == "failed"
+    assert lotimage_emulator.stats()["requests"] == {"imagine": 0, "progress": 0, "button": 0}
+
+
+def test_unknown_button_rejected_at_parse_time() -> None:
+    from airflow_provider_lotimage.exceptions import LotImageInputError
+    from airflow_provider_lotimage.operators.button import ButtonOperator
+
+    with pytest.raises(LotImageInputError, match="button 'u1'"):
+        ButtonOperator(task_id="b", lotimage_task_id="t", button="u1")
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "x" * 4001])
+def test_bad_prompt_rejected_at_parse_time(prompt: str) -> None:
+    from airflow_provider_lotimage.exceptions import LotImageInputError
+    from airflow_provider_lotimage.operators.imagine import ImagineOperator
+
+    with pytest.raises(LotImageInputError, match="prompt"):
+        ImagineOperator(task_id="i", prompt=prompt)
+
+
+def test_templated_prompt_rendering_to_nothing_fails_before_any_call(
+    lotimage_connection, lotimage_emulator
+) -> None:
+    from airflow.sdk import DAG
+
+    from airflow_provider_lotimage.operators.imagine import ImagineOperator
+
+    with DAG("test_empty_template", schedule=None, start_date=datetime(2026, 1, 1), params={"p": ""}) as dag:
+        ImagineOperator(task_id="imagine", prompt="{{ params.p }}")
+    run = run_dag(dag)
+    assert ti_state(run, "imagine") == "failed"
+    assert lotimage_emulator.stats()["requests"]["imagine"] == 0
+
+
+def test_trigger_serialises_to_json_and_imports_from_package() -> None:
+    import importlib
+
+    from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger
+
+    trigger = TaskProgressTrigger("t-1", "conn", poll_interval=2, end_time=123.0, stall_timeout=60)
+    path, kwargs = trigger.serialize()
+    module, _, name = path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    again = cls(**json.loads(json.dumps(kwargs)))
+    assert again.serialize() == (path, kwargs)
+    assert module == "airflow_provider_lotimage.triggers.task_progress"
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
+def test_retry_reconnects_instead_of_paying_again(
+    lotimage_connection, lotimage_emulator, deferrable: bool
+) -> None:
+    """The first try gives up waiting (timeout) after submitting; the retry finds the stored taskId."""
+    from datetime import timedelta
+
+    from airflow.sdk import DAG
+
+    from airflow_provider_lotimage.operators.imagine import ImagineOperator
+
+    lotimage_emulator.set_config(time_scale=3.0 / 45.0)  # an imagine takes about 3 s: two 2 s waits
+    with DAG(f"test_retry_reconnect_{deferrable}", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        ImagineOperator(
+            task_id="imagine",
+            prompt="a teapot",
+            wait_for_completion=True,
+            deferrable=deferrable,
+            poll_interval=0.3,
+            timeout=2,
+            retries=1,
+            retry_delay=timedelta(seconds=0),
+        )
+    if deferrable:
+        pytest.skip("dag.test() runs triggers only for DAG files in the DAGs folder; see tests/deployment")
+    run = run_dag(dag)
+    ti = run.get_task_instance("imagine")
+    assert ti.try_number == 2
+    assert run.state == "success"
+    assert lotimage_emulator.stats()["submissions"]["imagine"] == 1
+    assert xcom(run, "imagine")["progress"] == 100
+
+
+def test_retry_after_a_stall_submits_afresh(lotimage_connection, lotimage_emulator) -> None:
+    from datetime import timedelta
+
+    from airflow.sdk import DAG
+
+    from airflow_provider_lotimage.operators.imagine import ImagineOperator
+
+    lotimage_emulator.add_fault("stall", progress=46, count=1)
+    with DAG("test_retry_after_stall", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        ImagineOperator(
+            task_id="imagine",
+            prompt="a teapot",
+            wait_for_completion=True,
+            deferrable=False,
+            poll_interval=0.3,
+            stall_timeout=2,
+            retries=1,
+            retry_delay=timedelta(seconds=0),
+        )
+    run = run_dag(dag)
+    assert run.state == "success"
+    assert lotimage_emulator.stats()["submissions"]["imagine"] == 2
