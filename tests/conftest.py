@@ -10,7 +10,9 @@ import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_AIRFLOW_HOME = Path(os.environ.get("LOTIMAGE_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="lotimage-airflow-"))
+_AIRFLOW_HOME = Path(
+    os.environ.get("LOTIMAGE_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="lotimage-airflow-")
+)
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "example_dags")
