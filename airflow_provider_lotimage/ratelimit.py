@@ -22,7 +22,10 @@ from pathlib import Path
 
 #: Extra room added to the one-second window, so calls spaced exactly at the limit never arrive
 #: at the service closer together than it counts.
-WINDOW_MARGIN = 0.1
+WINDOW_MARGIN = 0.2
+#: A caller that wakes later than this after its slot gives the slot up and reserves another: a
+#: busy event loop must not bunch several late calls together with the next window's calls.
+LATE_TOLERANCE = 0.05
 
 
 class SlidingWindowLimiter:
@@ -48,10 +51,13 @@ class SlidingWindowLimiter:
 
     def reserve(self) -> float:
         """Reserve the next free slot and return how many seconds to wait for it (>= 0)."""
+        return max(0.0, self._reserve_slot() - self._clock())
+
+    def _reserve_slot(self) -> float:
         with self._lock:
             if self.state_file is None:
                 slot, self._slots, self._blocked_until = self._take(self._slots, self._blocked_until)
-                return max(0.0, slot - self._clock())
+                return slot
             return self._reserve_shared()
 
     def block_for(self, seconds: float) -> None:
@@ -66,15 +72,21 @@ class SlidingWindowLimiter:
 
     def acquire(self) -> None:
         """Block the calling thread until its reserved slot."""
-        delay = self.reserve()
-        if delay > 0:
-            time.sleep(delay)
+        while True:
+            slot = self._reserve_slot()
+            if (delay := slot - self._clock()) > 0:
+                time.sleep(delay)
+            if self._clock() - slot <= LATE_TOLERANCE:
+                return
 
     async def acquire_async(self) -> None:
         """Wait, without blocking the event loop, until the reserved slot."""
-        delay = self.reserve()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        while True:
+            slot = self._reserve_slot()
+            if (delay := slot - self._clock()) > 0:
+                await asyncio.sleep(delay)
+            if self._clock() - slot <= LATE_TOLERANCE:
+                return
 
     def _take(self, slots: list[float], blocked_until: float) -> tuple[float, list[float], float]:
         now = self._clock()
@@ -89,7 +101,7 @@ class SlidingWindowLimiter:
         with self._locked_state() as state:
             slots = [float(s) for s in state.get("slots", [])]
             slot, state["slots"], _ = self._take(slots, float(state.get("blocked_until", 0.0)))
-        return max(0.0, slot - self._clock())
+        return slot
 
     def _locked_state(self) -> _LockedJsonFile:
         assert self.state_file is not None

@@ -200,7 +200,9 @@ class LotImageHook(HttpHook):
     def __init__(
         self, lotimage_conn_id: str = default_conn_name, *, retry_policy: RetryPolicy | None = None
     ) -> None:
-        super().__init__(method="POST", http_conn_id=lotimage_conn_id)
+        # No TCP keep-alive adapter: calls are short, and a trigger's hook stays light (a thousand
+        # triggers each holding a requests adapter and pool would cost far more than they wait).
+        super().__init__(method="POST", http_conn_id=lotimage_conn_id, tcp_keep_alive=False)
         self.lotimage_conn_id = lotimage_conn_id
         self.retry_policy = retry_policy or RetryPolicy()
         self._session: requests.Session | None = None

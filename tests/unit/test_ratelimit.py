@@ -44,7 +44,7 @@ def test_shared_state_file(tmp_path: Path) -> None:
     b = SlidingWindowLimiter(3, 1.1, state_file=tmp_path / "s.json", clock=clock)
     waits = [a.reserve(), b.reserve(), a.reserve(), b.reserve()]
     assert waits[:3] == [0.0, 0.0, 0.0]
-    assert waits[3] >= 1.1 - 1e-9
+    assert waits[3] >= 1.1 - 1e-9  # explicit period given
 
 
 def _worker(path: str, n: int, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]

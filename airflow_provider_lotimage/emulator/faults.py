@@ -1,0 +1,274 @@
+"""Fault injection: rules that make the emulator misbehave the way the real service (or a proxy) can.
+
+A rule has a ``kind``, an optional ``endpoint`` filter and a ``count`` (how many requests, tasks,
+answers or deliveries it spoils before it is used up; ``None`` means forever). Rules are consumed
+at one of four points, which is why each kind belongs to one :data:`STAGES` entry:
+
+* ``request``: the HTTP answer of a matching API call is replaced or delayed
+  (``http_429``, ``http_status``, ``malformed_json``, ``drop_connection``, ``delay``); with
+  ``after_processing`` the call is handled first (a task IS created) and only the answer is spoilt,
+  which is the ambiguous case a client must not blindly resend.
+* ``task``: a task created by a matching ``imagine``/``button`` call goes wrong
+  (``fail_task``, ``stall``, ``no_image_url``).
+* ``progress``: a ``task/progress`` answer is reshaped (``progress_format``, ``preview_url``).
+* ``webhook``: a webhook delivery is swallowed (``drop_webhooks``).
+
+Rules travel as JSON over the admin endpoint, so :meth:`FaultRule.from_dict` validates strictly:
+a typo in a test's fault must fail loudly rather than silently inject nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ENDPOINTS: tuple[str, ...] = ("imagine", "progress", "button")
+
+#: Which consumption point each fault kind belongs to.
+STAGES: dict[str, str] = {
+    "http_429": "request",
+    "http_status": "request",
+    "malformed_json": "request",
+    "drop_connection": "request",
+    "delay": "request",
+    "fail_task": "task",
+    "stall": "task",
+    "no_image_url": "task",
+    "progress_format": "progress",
+    "preview_url": "progress",
+    "drop_webhooks": "webhook",
+}
+#: Kinds that are "modes" rather than one-shot accidents: unlimited unless a count is given.
+_UNLIMITED_BY_DEFAULT = frozenset({"progress_format", "preview_url", "drop_webhooks"})
+PROGRESS_FORMATS: tuple[str, ...] = ("int", "float", "percent_string")
+DEFAULT_ERR_MESSAGES: dict[int, str] = {
+    429: "Too many requests",
+    500: "Internal error",
+    502: "Bad gateway",
+    503: "Queue full",
+    504: "Gateway timeout",
+}
+_PARAMS = (
+    "status",
+    "retry_after",
+    "html",
+    "body_only",
+    "after_processing",
+    "seconds",
+    "progress",
+    "err_message",
+    "format",
+    "body",
+)
+_ids = itertools.count(1)
+
+
+class FaultError(ValueError):
+    """A fault rule that cannot be honoured (unknown kind, bad parameter)."""
+
+
+class _Unset:
+    """Marker for "use the kind's default count" (``None`` already means unlimited)."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT_COUNT"
+
+
+DEFAULT_COUNT: Any = _Unset()
+
+
+@dataclass
+class FaultRule:
+    """One fault. Parameters not used by a kind are ignored but still validated for type.
+
+    ``status``: body/HTTP status of ``http_status`` (500/502/503/504, default 503) or body status of
+    a ``fail_task`` answer (default 400). ``retry_after``: seconds in the ``Retry-After`` header of
+    ``http_429`` (``None``: no header). ``html``: ``http_status`` answers an HTML page, not JSON.
+    ``body_only``: answer HTTP 200 and put the error only in the body. ``after_processing``: handle
+    the call first, then spoil the answer. ``seconds``: ``delay`` length. ``progress``: where
+    ``fail_task``/``stall`` stop. ``err_message``: ``fail_task``/``http_status`` message.
+    ``format``: ``progress_format`` style. ``body``: exact broken body of ``malformed_json``.
+    """
+
+    kind: str
+    endpoint: str | None = None
+    count: int | None = 1
+    status: int | None = None
+    retry_after: float | None = 1.0
+    html: bool = False
+    body_only: bool = False
+    after_processing: bool = False
+    seconds: float = 1.0
+    progress: int | None = None
+    err_message: str | None = None
+    format: str = "int"
+    body: str | None = None
+    id: str = field(default_factory=lambda: f"fault-{next(_ids)}")
+    used: int = 0
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    @property
+    def stage(self) -> str:
+        """The consumption point of this rule's kind."""
+        return STAGES[self.kind]
+
+    @property
+    def remaining(self) -> int | None:
+        """How many more times the rule applies; ``None`` for unlimited."""
+        return None if self.count is None else max(0, self.count - self.used)
+
+    @property
+    def exhausted(self) -> bool:
+        """Used up: kept in :meth:`FaultBook.rules` history only until cleared."""
+        return self.count is not None and self.used >= self.count
+
+    def matches(self, endpoint: str | None) -> bool:
+        """Whether the rule applies to a call of ``endpoint`` (``None``: no endpoint context)."""
+        return self.endpoint is None or endpoint is None or self.endpoint == endpoint
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of the rule, as accepted by :meth:`from_dict` plus bookkeeping."""
+        data = asdict(self)
+        data["remaining"] = self.remaining
+        data["stage"] = self.stage
+        return data
+
+    @classmethod
+    def build(
+        cls, kind: str, *, endpoint: str | None = None, count: Any = DEFAULT_COUNT, **params: Any
+    ) -> FaultRule:
+        """Create a rule, filling the kind's defaults (count, status, progress, errMessage)."""
+        unknown = set(params) - set(_PARAMS)
+        if unknown:
+            raise FaultError(f"unknown fault parameter(s): {', '.join(sorted(unknown))}")
+        if kind not in STAGES:
+            raise FaultError(f"unknown fault kind {kind!r}; known: {', '.join(STAGES)}")
+        if isinstance(count, _Unset):
+            count = None if kind in _UNLIMITED_BY_DEFAULT else 1
+        if endpoint in ("any", "", "*"):
+            endpoint = None
+        return cls(kind=kind, endpoint=endpoint, count=count, **params)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> FaultRule:
+        """Build a rule from its JSON form; ``count`` absent means the kind's default."""
+        if not isinstance(data, dict):
+            raise FaultError("a fault rule must be a JSON object")
+        data = dict(data)
+        for bookkeeping in ("id", "used", "remaining", "stage"):
+            data.pop(bookkeeping, None)
+        kind = data.pop("kind", None)
+        if not isinstance(kind, str):
+            raise FaultError("a fault rule needs a string 'kind'")
+        endpoint = data.pop("endpoint", None)
+        count = data.pop("count") if "count" in data else DEFAULT_COUNT
+        return cls.build(kind, endpoint=endpoint, count=count, **data)
+
+    def _validate(self) -> None:
+        if self.kind not in STAGES:
+            raise FaultError(f"unknown fault kind {self.kind!r}")
+        if self.endpoint is not None and self.endpoint not in ENDPOINTS:
+            raise FaultError(f"endpoint must be one of {ENDPOINTS} or null, not {self.endpoint!r}")
+        if self.stage == "task" and self.endpoint == "progress":
+            raise FaultError(f"{self.kind} applies to tasks made by imagine or button, not progress")
+        if self.stage == "progress" and self.endpoint not in (None, "progress"):
+            raise FaultError(f"{self.kind} applies to task/progress answers only")
+        if self.count is not None and (
+            not isinstance(self.count, int) or isinstance(self.count, bool) or self.count < 0
+        ):
+            raise FaultError("count must be a non-negative integer or null (unlimited)")
+        for name in ("html", "body_only", "after_processing"):
+            if not isinstance(getattr(self, name), bool):
+                raise FaultError(f"{name} must be a boolean")
+        if not _is_number(self.seconds) or self.seconds < 0:
+            raise FaultError("seconds must be a non-negative number")
+        if self.retry_after is not None and (not _is_number(self.retry_after) or self.retry_after < 0):
+            raise FaultError("retry_after must be a non-negative number or null")
+        if self.format not in PROGRESS_FORMATS:
+            raise FaultError(f"format must be one of {PROGRESS_FORMATS}")
+        if self.err_message is not None and not isinstance(self.err_message, str):
+            raise FaultError("err_message must be a string")
+        if self.body is not None and not isinstance(self.body, str):
+            raise FaultError("body must be a string")
+        if self.kind == "http_status":
+            self.status = 503 if self.status is None else self.status
+            if not isinstance(self.status, int) or not 400 <= self.status <= 599:
+                raise FaultError("http_status needs a status between 400 and 599")
+        if self.kind == "fail_task":
+            self.status = 400 if self.status is None else self.status
+            if not isinstance(self.status, int) or isinstance(self.status, bool) or self.status == 200:
+                raise FaultError("fail_task needs an integer status other than 200")
+            if self.err_message is None:
+                self.err_message = "Task timeout"
+        if self.kind in ("fail_task", "stall"):
+            if self.progress is None:
+                self.progress = 62 if self.kind == "fail_task" else 93
+            if (
+                not isinstance(self.progress, int)
+                or isinstance(self.progress, bool)
+                or not (0 <= self.progress <= 99)
+            ):
+                raise FaultError(f"{self.kind} needs progress between 0 and 99")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class FaultBook:
+    """The emulator's active fault rules, shared by the server thread and the test thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[FaultRule] = []
+
+    def add(self, rule: FaultRule) -> FaultRule:
+        """Append a rule; older rules of the same kind take precedence until used up."""
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def remove(self, rule_id: str) -> bool:
+        """Drop one rule by id; ``False`` if there was none."""
+        with self._lock:
+            before = len(self._rules)
+            self._rules = [rule for rule in self._rules if rule.id != rule_id]
+            return len(self._rules) != before
+
+    def clear(self) -> None:
+        """Remove every rule."""
+        with self._lock:
+            self._rules.clear()
+
+    def rules(self) -> list[dict[str, Any]]:
+        """Snapshot of all rules (used-up ones too, so a test can see what fired)."""
+        with self._lock:
+            return [rule.to_dict() for rule in self._rules]
+
+    def take(
+        self,
+        stage: str,
+        endpoint: str | None,
+        *,
+        kinds: tuple[str, ...] | None = None,
+        after_processing: bool | None = None,
+    ) -> FaultRule | None:
+        """Consume one use of the first live rule of ``stage`` that fits; ``None`` if none does.
+
+        Consuming under the lock means two concurrent requests never both take the last use.
+        """
+        with self._lock:
+            for rule in self._rules:
+                if rule.stage != stage or rule.exhausted or not rule.matches(endpoint):
+                    continue
+                if kinds is not None and rule.kind not in kinds:
+                    continue
+                if after_processing is not None and rule.after_processing != after_processing:
+                    continue
+                rule.used += 1
+                return rule
+        return None

@@ -1,0 +1,234 @@
+"""Picture handling for :class:`~airflow_provider_lotimage.operators.save_images.SaveImagesOperator`.
+
+Kept free of Airflow so it can be tested (and reused by the emulator's tests) without a configured
+Airflow. Three jobs:
+
+* :func:`fetch_picture` downloads one picture with a hard size cap and a total deadline. Both are
+  enforced while streaming, because a CDN link is untrusted input: a wrong or hostile answer must
+  not fill the worker's memory or hang the task.
+* :func:`verify_picture` / :func:`picture_info` make sure the bytes are a real, complete picture of
+  an expected format (an expired link may answer 200 with an HTML page).
+* :func:`split_grid` cuts a Midjourney 2x2 grid into its four pictures, in button order U1..U4.
+
+Signed CDN links carry their signature in the query string, so every message here names a URL
+through :func:`redact_url` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import time
+import warnings
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+import urllib3.exceptions
+from PIL import Image
+
+from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageInputError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+#: Formats accepted from the service, with the file extension each is stored under. A closed list:
+#: Pillow can open many more (EPS, PSD, ...) that have no business arriving from an image CDN.
+PICTURE_FORMATS: dict[str, str] = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
+#: A grid is about 2048² (~8 MB as PNG); 50 MiB leaves room for bigger upscales, not for abuse.
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+#: Seconds for one whole download (connect, headers and body together).
+DEFAULT_TIMEOUT = 120.0
+#: Pixel cap checked from the header before decoding: ten 2048² grids. Protects against
+#: decompression bombs, which a byte cap alone does not (a tiny PNG can declare a huge canvas).
+MAX_PIXELS = 10 * 2048 * 2048
+#: HTTP answers of an expired signed link.
+EXPIRED_LINK_STATUSES = frozenset({403, 410})
+
+_CHUNK = 64 * 1024
+# "?" followed by at least one non-separator character: a query string inside an exception text.
+_QUERY_IN_TEXT = re.compile(r"\?[^\s'\"<>()\[\]]+")
+
+
+class PictureInfo(NamedTuple):
+    """Size and Pillow format name (``"PNG"``, ``"JPEG"``...) of a picture."""
+
+    width: int
+    height: int
+    format: str
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` without user info, query string and fragment: safe for logs and messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _scrub(text: object) -> str:
+    """Drop query strings from free text, such as a requests exception that quotes the URL."""
+    return _QUERY_IN_TEXT.sub("?<redacted>", str(text))
+
+
+def picture_info(data: bytes) -> PictureInfo:
+    """Read width, height and format from the header only (cheap; no full decode)."""
+    with _open(data) as image:
+        return PictureInfo(image.width, image.height, str(image.format))
+
+
+def verify_picture(data: bytes, *, source: str = "data") -> PictureInfo:
+    """Check that ``data`` is a complete picture of an accepted format; return its info.
+
+    ``verify()`` checks the structure (PNG chunk CRCs...), and a full ``load()`` catches a body that
+    was cut short, which ``verify()`` alone lets through for some formats.
+    """
+    with _open(data, source=source) as image:
+        info = PictureInfo(image.width, image.height, str(image.format))
+        try:
+            image.verify()
+        except Exception as exc:
+            raise ImageDownloadError(f"{source} is not a picture: {_scrub(exc)}") from None
+    with _open(data, source=source) as image:
+        try:
+            image.load()
+        except Exception as exc:
+            raise ImageDownloadError(f"{source} is not a complete picture: {_scrub(exc)}") from None
+    return info
+
+
+def _open(data: bytes, *, source: str = "data") -> Image.Image:
+    """Open ``data`` with Pillow, restricted to :data:`PICTURE_FORMATS` and :data:`MAX_PIXELS`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=list(PICTURE_FORMATS))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageDownloadError(f"{source} declares too many pixels") from None
+    except Exception as exc:  # Pillow raises UnidentifiedImageError, SyntaxError, OSError...
+        raise ImageDownloadError(f"{source} is not a picture ({type(exc).__name__})") from None
+    if image.width * image.height > MAX_PIXELS:
+        image.close()
+        raise ImageDownloadError(
+            f"{source} is {image.width}x{image.height}, more than the {MAX_PIXELS} pixels accepted"
+        )
+    return image
+
+
+def fetch_picture(session: requests.Session, url: str, *, max_bytes: int, timeout: float) -> bytes:
+    """Download one picture and return its verified bytes.
+
+    ``timeout`` bounds the whole download, not just each socket wait, so a server that drips bytes
+    cannot hold the task. ``max_bytes`` is checked against ``Content-Length`` before the body is
+    read and again while streaming (the header may be absent or wrong). HTTP 403/410 are reported as
+    an expired link: Discord CDN links are signed for about 24 hours.
+
+    :raises ImageDownloadError: on any failure; the message never contains the query string.
+    """
+    if max_bytes <= 0:
+        raise LotImageInputError(f"max_bytes must be positive, got {max_bytes!r}")
+    if timeout <= 0:
+        raise LotImageInputError(f"timeout must be positive, got {timeout!r}")
+    shown = redact_url(url)
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise ImageDownloadError(f"picture URL {shown!r} is not an http(s) URL")
+    deadline = time.monotonic() + timeout
+    try:
+        with session.get(url, stream=True, timeout=timeout, headers={"Accept": "image/*"}) as response:
+            _raise_for_status(response, shown)
+            _check_declared_length(response, shown, max_bytes)
+            data = _read_body(response, shown, max_bytes=max_bytes, deadline=deadline, timeout=timeout)
+    except ImageDownloadError:
+        raise
+    except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
+        raise ImageDownloadError(f"picture {shown} did not arrive within {timeout:g} s") from None
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        # ``from None``: the chained exception would print the signed URL in the task log.
+        raise ImageDownloadError(
+            f"could not download picture {shown}: {type(exc).__name__}: {_scrub(exc)}"
+        ) from None
+    verify_picture(data, source=f"the body of {shown}")
+    return data
+
+
+def _raise_for_status(response: requests.Response, shown: str) -> None:
+    status = response.status_code
+    if status in EXPIRED_LINK_STATUSES:
+        raise ImageDownloadError(
+            f"picture link {shown} answered HTTP {status}: the signed link has probably expired "
+            "(they last about 24 h). Fetch the task again (task/progress) for fresh links and save "
+            "the pictures within ~24 h of the task finishing.",
+            http_status=status,
+        )
+    if not 200 <= status < 300:
+        raise ImageDownloadError(f"picture link {shown} answered HTTP {status}", http_status=status)
+
+
+def _check_declared_length(response: requests.Response, shown: str, max_bytes: int) -> None:
+    # With a Content-Encoding the header counts encoded bytes; the streaming check covers that case.
+    if response.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return
+    declared = response.headers.get("Content-Length")
+    if declared and declared.strip().isdigit() and int(declared) > max_bytes:
+        raise ImageDownloadError(f"picture {shown} is {int(declared)} bytes, more than max_bytes={max_bytes}")
+
+
+def _read_body(
+    response: requests.Response, shown: str, *, max_bytes: int, deadline: float, timeout: float
+) -> bytes:
+    """Read the (decoded) body in small reads, checking the size cap and the deadline after each.
+
+    ``read1`` returns as soon as some bytes are there, and the socket's wait is shortened to the
+    time left, so the deadline holds even against a server that sends one byte at a time.
+    """
+    raw = response.raw
+    read: Callable[..., bytes] = getattr(raw, "read1", None) or raw.read
+    buffer = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ImageDownloadError(f"picture {shown} did not arrive within {timeout:g} s")
+        _limit_socket_wait(raw, remaining)
+        chunk = read(_CHUNK, decode_content=True)
+        if not chunk:
+            return bytes(buffer)
+        buffer += chunk
+        if len(buffer) > max_bytes:
+            raise ImageDownloadError(f"picture {shown} is larger than max_bytes={max_bytes}")
+
+
+def _limit_socket_wait(raw: Any, seconds: float) -> None:
+    """Best effort: make the next socket read give up when the deadline passes."""
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):  # socket already closed: the read will report it
+            sock.settimeout(max(seconds, 0.001))
+
+
+def split_grid(png: bytes) -> list[bytes]:
+    """Cut a 2x2 grid into four PNGs: top-left, top-right, bottom-left, bottom-right (U1..U4).
+
+    For an odd width or height the extra column/row goes to the right/bottom pictures, so every
+    pixel of the grid lands in exactly one picture (Midjourney grids have no gutter to drop).
+    """
+    with _open(png, source="grid") as image:
+        image.load()
+        width, height = image.size
+        if width < 2 or height < 2:
+            raise ImageDownloadError(f"grid is {width}x{height}: too small to split into 2x2")
+        mid_x, mid_y = width // 2, height // 2
+        boxes = (
+            (0, 0, mid_x, mid_y),
+            (mid_x, 0, width, mid_y),
+            (0, mid_y, mid_x, height),
+            (mid_x, mid_y, width, height),
+        )
+        pictures = []
+        for box in boxes:
+            out = io.BytesIO()
+            image.crop(box).save(out, format="PNG")
+            pictures.append(out.getvalue())
+    return pictures

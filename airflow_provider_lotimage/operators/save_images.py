@@ -1,0 +1,421 @@
+"""SaveImagesOperator: copy a finished task's pictures to object storage before the links expire.
+
+LotImage hands out signed CDN links that stop working after about 24 hours, so a pipeline must store
+the pictures in the same run. This operator downloads them (bounded in size and time, see
+:mod:`airflow_provider_lotimage.images`), writes them to any ``ObjectStoragePath`` with a JSON
+sidecar each, and announces the destination as an Airflow Asset.
+
+Decisions, and why:
+
+* **Names** come only from the LotImage taskId and the picture index (``<taskId>_<index>.<ext>``,
+  ``.png`` for the PNGs Midjourney produces), never from the prompt: prompts are free user text.
+  A taskId with characters outside ``[A-Za-z0-9_-]`` has them replaced and a short hash of the
+  original appended, so two different ids cannot collide.
+* **Index**: 1..4 are U1..U4 (top-left, top-right, bottom-left, bottom-right); 0 is the whole
+  picture at ``image_url`` (the grid, or the single picture of an upscale).
+* **Idempotency**: the sidecar is written after its picture and serves as the commit marker. A
+  picture counts as stored when its sidecar is readable, names it, and its size matches the
+  sidecar's ``bytes``; it is then neither downloaded nor rewritten (a rerun may come after the
+  links expired). Sizes are compared, not hashes, so a rerun does not read back every picture from
+  remote storage. A half-written pair (crash between the two writes) is simply redone.
+* **Asset**: the outlet is fixed at parse time, so a templated destination cannot name it. By
+  default it is the destination's non-templated prefix, cut back to the last ``/``
+  (``file:///data/{{ ds }}`` -> ``file:///data``); pass ``asset=`` to choose another.
+* **Asset events**: Airflow emits one event per successful run of a task with an outlet, also when
+  nothing new was stored. We keep that (suppressing it would need an ``AssetAlias`` outlet, so the
+  asset would no longer be declared statically, or skipping the task, which also skips its
+  downstream tasks) and say in the event's ``extra`` what happened: ``new_count``,
+  ``unchanged_count``, ``new_paths``, ``lotimage_task_ids``. A consumer that wants only new
+  pictures checks ``new_count``.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
+
+from airflow_provider_lotimage.exceptions import LotImageInputError
+from airflow_provider_lotimage.images import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_TIMEOUT,
+    PICTURE_FORMATS,
+    fetch_picture,
+    picture_info,
+    redact_url,
+    split_grid,
+)
+from airflow_provider_lotimage.validation import validate_cutting, validate_task_id
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import requests
+    from airflow.sdk import Context
+    from pydantic import JsonValue
+
+DEFAULT_CONN_ID = "lotimage_default"
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+_MAX_ID_LENGTH = 100
+_TEMPLATE_START = re.compile(r"\{\{|\{%|\{#")
+
+
+def safe_task_id(task_id: str) -> str:
+    """The taskId as a file-name stem: ``[A-Za-z0-9_-]`` only, unique per original id."""
+    safe = _UNSAFE_ID_CHARS.sub("_", task_id)[:_MAX_ID_LENGTH]
+    if safe != task_id:
+        safe += "-" + hashlib.sha256(task_id.encode()).hexdigest()[:10]
+    return safe
+
+
+def _stem(task_id: str, index: int) -> str:
+    return f"{safe_task_id(task_id)}_{index}"
+
+
+def asset_for_destination(destination: str | ObjectStoragePath) -> Asset:
+    """Derive the outlet Asset from the non-templated prefix of ``destination`` (see module doc)."""
+    text = str(destination)
+    match = _TEMPLATE_START.search(text)
+    if match:
+        text = text[: match.start()].rpartition("/")[0]
+    if not urlsplit(text).scheme and text.startswith("/"):
+        text = "file://" + text
+    parts = urlsplit(text)
+    path = parts.path.rstrip("/")
+    host = parts.netloc.rpartition("@")[2]  # ObjectStoragePath puts a conn_id in the user part
+    if not parts.scheme or not (host or path):
+        raise LotImageInputError(
+            f"asset: cannot derive an Asset from destination {str(destination)!r} (its fixed part must "
+            "be a URL such as s3://bucket/... or file:///dir/...); pass asset=Asset(...)"
+        )
+    uri = urlunsplit((parts.scheme, host, path, "", ""))
+    return Asset(name=uri, uri=uri)
+
+
+def parse_results(value: Any) -> list[dict[str, Any]]:
+    """Turn the ``result`` argument into a validated list of result dicts.
+
+    Accepts a result dict, a list of them, or either as text: JSON, or the Python ``repr`` that a
+    Jinja template such as ``"{{ ti.xcom_pull('wait') }}"`` renders (read with ``ast.literal_eval``,
+    which evaluates literals only).
+    """
+    value = _decode_text(value, "result")
+    if isinstance(value, Mapping):
+        items: list[Any] = [value]
+    elif isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        items = [_decode_text(item, "result item") for item in value]
+    else:
+        raise LotImageInputError(
+            f"result must be a LotImage result dict or a list of them, got {type(value).__name__}"
+        )
+    return [_validate_result(item, position) for position, item in enumerate(items)]
+
+
+def _decode_text(value: Any, what: str) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        raise LotImageInputError(f"{what} is empty")
+    try:
+        return json.loads(value)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise LotImageInputError(
+            f"{what} is text that is neither JSON nor a Python literal: {value[:80]!r}"
+        ) from None
+
+
+def _validate_result(item: Any, position: int) -> dict[str, Any]:
+    where = f"result[{position}]"
+    if not isinstance(item, Mapping):
+        raise LotImageInputError(f"{where} must be a dict (a LotImage result), got {type(item).__name__}")
+    task_id = validate_task_id(item.get("lotimage_task_id"), name=f"{where}.lotimage_task_id")
+    if not _is_http_url(item.get("image_url")):
+        raise LotImageInputError(f"{where} (task {task_id}) has no http(s) image_url")
+    urls = item.get("image_urls") or []
+    if not isinstance(urls, list) or not all(_is_http_url(url) for url in urls):
+        raise LotImageInputError(f"{where} (task {task_id}): image_urls must be a list of http(s) URLs")
+    progress = item.get("progress", 100)
+    if isinstance(progress, int | float) and progress < 100:
+        raise LotImageInputError(
+            f"{where} (task {task_id}) is not finished (progress {progress}); wait for it first"
+        )
+    return {**item, "lotimage_task_id": task_id}
+
+
+def _is_http_url(value: Any) -> bool:
+    return isinstance(value, str) and urlsplit(value).scheme.lower() in ("http", "https")
+
+
+def resolve_destination(destination: Any) -> ObjectStoragePath:
+    """Check the rendered ``destination`` and return it as a directory path.
+
+    ``..`` and ``.`` segments are refused outright (also percent-encoded): a templated destination
+    fed with ``../..`` must not reach outside the directory the asset names.
+    """
+    if isinstance(destination, ObjectStoragePath):
+        path = destination
+    elif isinstance(destination, str) and destination.strip():
+        text = destination.strip()
+        if not urlsplit(text).scheme:
+            if not text.startswith("/"):
+                raise LotImageInputError(
+                    f"destination {text!r} must be a URL (file:///..., s3://bucket/...) or an absolute path"
+                )
+            text = "file://" + text
+        path = ObjectStoragePath(text)
+    else:
+        raise LotImageInputError(f"destination must be a non-empty path or URL, got {destination!r}")
+    segments = unquote(urlsplit(str(path)).path).split("/")
+    if any(segment in ("..", ".") for segment in segments):
+        raise LotImageInputError(
+            f"destination {str(path)!r} contains '..' or '.' segments; refusing to leave it"
+        )
+    return path
+
+
+def _inside(directory: ObjectStoragePath, name: str) -> ObjectStoragePath:
+    """``directory / name``, checked to be a direct child (names are sanitised; this is a backstop)."""
+    child = directory / name
+    if child.name != name or str(child.parent).rstrip("/") != str(directory).rstrip("/"):
+        raise LotImageInputError(f"destination: {name!r} would be written outside {str(directory)!r}")
+    return child
+
+
+class _Store:
+    """Reads and writes the picture/sidecar pairs of one destination directory."""
+
+    def __init__(self, directory: ObjectStoragePath) -> None:
+        self.directory = directory
+        self._made = False
+
+    def _sidecar(self, stem: str) -> ObjectStoragePath:
+        return _inside(self.directory, f"{stem}.json")
+
+    def stored(self, task_id: str, index: int) -> tuple[ObjectStoragePath, dict[str, Any]] | None:
+        """The picture and its sidecar if the pair is complete (see module doc), else None."""
+        stem = _stem(task_id, index)
+        try:
+            meta = json.loads(self._sidecar(stem).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+        if not isinstance(meta, dict):
+            return None
+        if meta.get("lotimage_task_id") != task_id or meta.get("index") != index:
+            return None
+        # The sidecar only picks between our own names: it must not steer a read anywhere else.
+        allowed = {f"{stem}.{ext}" for ext in PICTURE_FORMATS.values()}
+        if meta.get("file") not in allowed:
+            return None
+        picture = _inside(self.directory, meta["file"])
+        try:
+            size = picture.size()
+        except FileNotFoundError:
+            return None
+        return (picture, meta) if size == meta.get("bytes") else None
+
+    def write(
+        self, result: Mapping[str, Any], index: int, data: bytes, *, source_url: str, split: bool
+    ) -> str:
+        """Write the picture, then its sidecar (the commit marker); return the picture's path."""
+        info = picture_info(data)  # already verified: downloaded by fetch_picture or cut by us
+        task_id = result["lotimage_task_id"]
+        stem = _stem(task_id, index)
+        picture = _inside(self.directory, f"{stem}.{PICTURE_FORMATS[info.format]}")
+        if not self._made:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._made = True
+        picture.write_bytes(data)
+        sidecar = {
+            "lotimage_task_id": task_id,
+            "originating_task_id": result.get("originating_task_id"),
+            "prompt": result.get("prompt"),
+            "index": index,
+            "file": picture.name,
+            "source_url": redact_url(source_url),
+            "split_from_grid": split,
+            "width": info.width,
+            "height": info.height,
+            "format": info.format,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "created_at": result.get("created_at"),
+            "stored_at": datetime.now(UTC).isoformat(),
+        }
+        self._sidecar(stem).write_text(json.dumps(sidecar, indent=2, ensure_ascii=False), encoding="utf-8")
+        return str(picture)
+
+
+class SaveImagesOperator(BaseOperator):
+    """Download the pictures of finished LotImage tasks and store them with a JSON sidecar each.
+
+    :param result: a result dict from the sensor/waiting operators, its JSON string, or a list of
+        them (templated). Pictures: the four ``image_urls`` (indices 1..4) when the task was
+        submitted with cutting; else ``image_url`` (index 0) and, with ``split_grid``, its four
+        quadrants cut locally (1..4).
+    :param destination: directory for the files, any ``ObjectStoragePath`` URL such as
+        ``file:///data/{{ ds }}`` or ``s3://bucket/prefix`` (templated).
+    :param split_grid: also store the quadrants of a grid when the service did not cut it. Ignored
+        for upscales (a single picture), recognised by having no ``U1`` button.
+    :param lotimage_conn_id: connection whose proxy/TLS settings the downloads use; the API key is
+        never sent to the CDN. If the default connection does not exist, a plain session is used.
+    :param max_bytes: largest picture accepted, in bytes.
+    :param timeout: seconds allowed for each picture's whole download.
+    :param asset: the outlet Asset; by default derived from ``destination`` (see module doc).
+    :return: the paths of all pictures of the results, newly stored or already there.
+    """
+
+    template_fields: Sequence[str] = ("result", "destination")
+    ui_color = "#e8f4ea"
+
+    def __init__(
+        self,
+        *,
+        result: Any,
+        destination: str | ObjectStoragePath,
+        split_grid: bool = False,
+        lotimage_conn_id: str = DEFAULT_CONN_ID,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        timeout: float = DEFAULT_TIMEOUT,
+        asset: Asset | None = None,
+        **kwargs: Any,
+    ) -> None:
+        validate_cutting(split_grid, name="split_grid")
+        if isinstance(destination, str) and not destination.strip():
+            raise LotImageInputError("destination must not be empty")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise LotImageInputError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise LotImageInputError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if asset is None:
+            if not isinstance(destination, str | ObjectStoragePath):
+                raise LotImageInputError("asset: destination is not a string or path; pass asset=Asset(...)")
+            asset = asset_for_destination(destination)
+        outlets = list(kwargs.pop("outlets", None) or [])
+        if asset not in outlets:
+            outlets.append(asset)
+        super().__init__(outlets=outlets, **kwargs)
+        self.result = result
+        self.destination = destination
+        self.split_grid = split_grid
+        self.lotimage_conn_id = lotimage_conn_id
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.asset = asset
+
+    def execute(self, context: Context) -> list[str]:
+        results = parse_results(self.result)
+        store = _Store(resolve_destination(self.destination))
+        paths: list[str] = []
+        new_paths: list[str] = []
+        with self._download_session() as session:
+            for result in results:
+                for path, is_new in self._save_result(session, store, result):
+                    if path not in paths:
+                        paths.append(path)
+                    if is_new:
+                        new_paths.append(path)
+        unchanged = len(paths) - len(new_paths)
+        self.log.info("Stored %d new picture(s); %d were already stored", len(new_paths), unchanged)
+        extra: dict[str, JsonValue] = {
+            "new_count": len(new_paths),
+            "unchanged_count": unchanged,
+            "new_paths": list(new_paths),
+            "lotimage_task_ids": list(dict.fromkeys(r["lotimage_task_id"] for r in results)),
+        }
+        context["outlet_events"][self.asset].extra = extra
+        return paths
+
+    def _download_session(self) -> requests.Session:
+        """The hook's download session (proxy/TLS from the connection, never the API key)."""
+        import requests
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from airflow_provider_lotimage.hooks.lotimage import LotImageHook
+
+        try:
+            return LotImageHook(lotimage_conn_id=self.lotimage_conn_id).get_download_session()
+        except AirflowNotFoundException:
+            # CDN links need no credentials, so a missing *default* connection is not an error; a
+            # connection named explicitly but missing is a configuration mistake and stays one.
+            if self.lotimage_conn_id != DEFAULT_CONN_ID:
+                raise
+            self.log.warning(
+                "Connection %r not found: downloading without its proxy/TLS settings", DEFAULT_CONN_ID
+            )
+            return requests.Session()
+
+    def _save_result(
+        self, session: requests.Session, store: _Store, result: Mapping[str, Any]
+    ) -> list[tuple[str, bool]]:
+        """Store one result's pictures; return ``(path, newly_stored)`` for each."""
+        task_id = result["lotimage_task_id"]
+        urls = result.get("image_urls") or []
+        if len(urls) == 4:
+            saved = (self._save_url(session, store, result, index, url) for index, url in enumerate(urls, 1))
+            return [(path, is_new) for path, is_new, _ in saved]
+        if urls:
+            self.log.warning("Task %s has %d image_urls, not 4: storing image_url only", task_id, len(urls))
+        path, is_new, grid = self._save_url(session, store, result, 0, result["image_url"])
+        if not self.split_grid:
+            return [(path, is_new)]
+        buttons = result.get("buttons") or []
+        if buttons and "U1" not in buttons:
+            self.log.info("Task %s is a single picture (no U1 button): not splitting it", task_id)
+            return [(path, is_new)]
+        return [(path, is_new), *self._save_quadrants(session, store, result, grid)]
+
+    def _save_url(
+        self, session: requests.Session, store: _Store, result: Mapping[str, Any], index: int, url: str
+    ) -> tuple[str, bool, bytes | None]:
+        """Store one picture unless already stored; also return the bytes if they were downloaded."""
+        found = store.stored(result["lotimage_task_id"], index)
+        if found:
+            return str(found[0]), False, None
+        data = fetch_picture(session, url, max_bytes=self.max_bytes, timeout=self.timeout)
+        return store.write(result, index, data, source_url=url, split=False), True, data
+
+    def _save_quadrants(
+        self, session: requests.Session, store: _Store, result: Mapping[str, Any], grid: bytes | None
+    ) -> list[tuple[str, bool]]:
+        """Store the missing quadrants, cut from ``grid`` (or the stored grid, or a new download)."""
+        task_id = result["lotimage_task_id"]
+        found = {index: store.stored(task_id, index) for index in (1, 2, 3, 4)}
+        saved: list[tuple[str, bool]] = []
+        pictures: list[bytes] = []
+        for index, pair in found.items():
+            if pair is not None:
+                saved.append((str(pair[0]), False))
+                continue
+            if not pictures:
+                if grid is None:
+                    grid = self._stored_grid(store, task_id) or fetch_picture(
+                        session, result["image_url"], max_bytes=self.max_bytes, timeout=self.timeout
+                    )
+                pictures = split_grid(grid)
+            path = store.write(result, index, pictures[index - 1], source_url=result["image_url"], split=True)
+            saved.append((path, True))
+        return saved
+
+    def _stored_grid(self, store: _Store, task_id: str) -> bytes | None:
+        """The stored grid if intact: cutting it needs no download (the link may have expired)."""
+        pair = store.stored(task_id, 0)
+        if pair is None:
+            return None
+        data = pair[0].read_bytes()
+        if hashlib.sha256(data).hexdigest() == pair[1].get("sha256"):
+            return data
+        self.log.warning("Stored grid %s does not match its sidecar: downloading it again", pair[0])
+        return None
