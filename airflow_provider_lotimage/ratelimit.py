@@ -70,23 +70,43 @@ class SlidingWindowLimiter:
             with self._locked_state() as state:
                 state["blocked_until"] = max(float(state.get("blocked_until", 0.0)), until)
 
-    def acquire(self) -> None:
-        """Block the calling thread until its reserved slot."""
+    def acquire(self) -> float:
+        """Block the calling thread until its reserved slot; returns the slot (epoch seconds)."""
         while True:
             slot = self._reserve_slot()
             if (delay := slot - self._clock()) > 0:
                 time.sleep(delay)
-            if self._clock() - slot <= LATE_TOLERANCE:
-                return
+            if self._still_valid(slot):
+                return slot
 
-    async def acquire_async(self) -> None:
-        """Wait, without blocking the event loop, until the reserved slot."""
+    async def acquire_async(self) -> float:
+        """Wait, without blocking the event loop, until the reserved slot; returns the slot."""
         while True:
             slot = self._reserve_slot()
             if (delay := slot - self._clock()) > 0:
                 await asyncio.sleep(delay)
-            if self._clock() - slot <= LATE_TOLERANCE:
-                return
+            if self._still_valid(slot):
+                return slot
+
+    def sent(self, slot: float, sent_at: float) -> None:
+        """Report when a call really left. A call that left late (a congested event loop between
+        its slot and the socket) may sit in the service's window together with the next calls, so
+        every call not yet sent is held back one window from it; their holders re-reserve.
+        """
+        if sent_at - slot > LATE_TOLERANCE:
+            self.block_for(sent_at + self.period - self._clock())
+
+    def _still_valid(self, slot: float) -> bool:
+        """A slot is given up when its holder woke too late or a late call blocked it meanwhile."""
+        if self._clock() - slot > LATE_TOLERANCE:
+            return False
+        return slot >= self._blocked()
+
+    def _blocked(self) -> float:
+        if self.state_file is None:
+            return self._blocked_until
+        with self._lock, self._locked_state() as state:
+            return float(state.get("blocked_until", 0.0))
 
     def _take(self, slots: list[float], blocked_until: float) -> tuple[float, list[float], float]:
         now = self._clock()

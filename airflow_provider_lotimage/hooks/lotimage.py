@@ -141,6 +141,12 @@ def _aiohttp_error(exc: BaseException) -> LotImageError:
     return TransientError(f"the connection to LotImage broke before an answer came ({type(exc).__name__})")
 
 
+@dataclass(frozen=True)
+class _LimitedRequest:
+    limiter: SlidingWindowLimiter
+    slot: float
+
+
 class _SharedSessions:
     """One aiohttp session per event loop, shared by every trigger on that loop.
 
@@ -159,7 +165,7 @@ class _SharedSessions:
         loop = asyncio.get_running_loop()
         session, users = self._sessions.get(loop, (None, 0))
         if session is None or session.closed:
-            session, users = aiohttp.ClientSession(), 0
+            session, users = aiohttp.ClientSession(trace_configs=[_send_time_trace()]), 0
         self._sessions[loop] = (session, users + 1)
         try:
             yield session
@@ -177,6 +183,23 @@ class _SharedSessions:
 
 
 shared_sessions = _SharedSessions()
+
+
+def _send_time_trace() -> aiohttp.TraceConfig:
+    """Tell the rate limiter the moment a request's headers really left.
+
+    The limiter needs the moment of sending, not of permission: on a busy event loop the two can
+    be a second apart. The request's ``trace_request_ctx`` carries its limiter and slot.
+    """
+
+    async def on_headers_sent(session: Any, context: Any, params: Any) -> None:
+        request = context.trace_request_ctx
+        if isinstance(request, _LimitedRequest):
+            request.limiter.sent(request.slot, time.time())
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(on_headers_sent)
+    return trace
 
 
 class LotImageHook(HttpHook):
@@ -381,7 +404,7 @@ class LotImageHook(HttpHook):
         async with shared_sessions.use() as session:
             while True:
                 attempt += 1
-                await settings.limiter.acquire_async()
+                slot = await settings.limiter.acquire_async()
                 try:
                     async with session.post(
                         url,
@@ -389,6 +412,7 @@ class LotImageHook(HttpHook):
                         headers=headers,
                         timeout=aiohttp.ClientTimeout(total=settings.timeout),
                         allow_redirects=False,
+                        trace_request_ctx=_LimitedRequest(settings.limiter, slot),
                     ) as response:
                         content = await response.read()
                         retry_after = api.parse_retry_after(response.headers.get("Retry-After"))

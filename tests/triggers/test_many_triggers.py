@@ -9,6 +9,7 @@ import pytest
 from benchmarks.many_triggers import RATE, run
 
 
+@pytest.mark.timeout(1200)
 def test_thousand_triggers_share_the_key_rate(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
