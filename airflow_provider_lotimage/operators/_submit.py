@@ -31,7 +31,7 @@ from airflow_provider_lotimage.exceptions import (
     TaskStalledError,
 )
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-from airflow_provider_lotimage.links import LotImagePictureLink, record_result
+from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
 from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger, result_from_event
 from airflow_provider_lotimage.validation import validate_cutting, validate_webhook
 from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT
@@ -172,6 +172,8 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     def poll_until_complete(self, external_id: Any, context: Context) -> Any:
         task_id = str(external_id["lotimage_task_id"])
         context["ti"].xcom_push(key=TASK_ID_XCOM_KEY, value=task_id)
+        # The extra link is computed whenever the task finishes or defers: give it a value early.
+        context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value="")
         if not self.wait_for_completion:
             self._result = task_id
             return task_id

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-from airflow_provider_lotimage.links import LotImagePictureLink, record_result
+from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
 from airflow_provider_lotimage.operators._submit import fail_fast
 from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger, result_from_event
 from airflow_provider_lotimage.validation import validate_task_id
@@ -64,6 +64,8 @@ class TaskProgressSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         with fail_fast():
             self.lotimage_task_id = validate_task_id(self.lotimage_task_id)
+        # The extra link is computed whenever the task finishes or defers: give it a value early.
+        context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value="")
         if not self.deferrable:
             return super().execute(context)
         self.defer(
