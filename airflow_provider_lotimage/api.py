@@ -152,7 +152,13 @@ def _err_message(body: Mapping[str, Any]) -> str:
     return str(message) if message else "no errMessage given"
 
 
-def raise_for_error(http_status: int, body: Mapping[str, Any], *, retry_after: float | None = None) -> None:
+def raise_for_error(
+    http_status: int,
+    body: Mapping[str, Any],
+    *,
+    retry_after: float | None = None,
+    task_id: str | None = None,
+) -> None:
     """Raise the exception that an error answer (HTTP status or body ``status``) stands for.
 
     The service may signal an error in the HTTP status, in the body, or both; whichever is not
@@ -169,7 +175,7 @@ def raise_for_error(http_status: int, body: Mapping[str, Any], *, retry_after: f
     if status == 403:
         raise QuotaExhaustedError(message, **kwargs)
     if status == 404:
-        raise TaskNotFoundError(message, **kwargs)
+        raise TaskNotFoundError(message, task_id=task_id, **kwargs)
     if status == 429:
         raise RateLimitedError(message, retry_after=retry_after, **kwargs)
     if status in TRANSIENT_STATUSES or status >= 500:
@@ -215,7 +221,7 @@ def parse_progress(
         raise TaskFailedError(
             _err_message(body), task_id=reported_id, http_status=http_status, status=body_status
         )
-    raise_for_error(http_status, body, retry_after=retry_after)
+    raise_for_error(http_status, body, retry_after=retry_after, task_id=reported_id)
     if not reported_id:
         raise MalformedResponseError("LotImage returned a progress answer without a taskId")
 

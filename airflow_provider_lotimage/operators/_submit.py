@@ -48,11 +48,12 @@ _FINAL = (AuthError, InvalidRequestError, QuotaExhaustedError, AmbiguousSubmitEr
 
 
 @contextlib.contextmanager
-def fail_fast() -> Iterator[None]:
-    """Turn errors that retries cannot fix into ``AirflowFailException`` (no retry)."""
+def fail_fast(*also: type[Exception]) -> Iterator[None]:
+    """Turn errors that retries cannot fix (and ``also`` these) into ``AirflowFailException``."""
+    final: tuple[type[Exception], ...] = (*_FINAL, *also)
     try:
         yield
-    except _FINAL as err:
+    except final as err:
         raise AirflowFailException(f"{type(err).__name__}: {err}") from err
 
 
@@ -91,6 +92,8 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         self.lotimage_conn_id = lotimage_conn_id
         self.cutting = validate_cutting(cutting)
         self.webhook = webhook
+        if isinstance(webhook, str) and "{{" not in webhook and "{%" not in webhook:
+            validate_webhook(webhook)  # fail at parse time when the value is already known
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = poll_interval

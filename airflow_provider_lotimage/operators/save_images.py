@@ -178,12 +178,15 @@ def resolve_destination(destination: Any) -> ObjectStoragePath:
         path = ObjectStoragePath(text)
     else:
         raise LotImageInputError(f"destination must be a non-empty path or URL, got {destination!r}")
-    segments = unquote(urlsplit(str(path)).path).split("/")
-    if any(segment in ("..", ".") for segment in segments):
-        raise LotImageInputError(
-            f"destination {str(path)!r} contains '..' or '.' segments; refusing to leave it"
-        )
+    _refuse_dot_segments(str(path))
     return path
+
+
+def _refuse_dot_segments(text: str) -> None:
+    """Refuse ``..`` and ``.`` path segments (also percent-encoded) in a destination."""
+    segments = unquote(urlsplit(text).path).split("/")
+    if any(segment in ("..", ".") for segment in segments):
+        raise LotImageInputError(f"destination {text!r} contains '..' or '.' segments; refusing to leave it")
 
 
 def _inside(directory: ObjectStoragePath, name: str) -> ObjectStoragePath:
@@ -295,6 +298,11 @@ class SaveImagesOperator(BaseOperator):
         validate_cutting(split_grid, name="split_grid")
         if isinstance(destination, str) and not destination.strip():
             raise LotImageInputError("destination must not be empty")
+        if isinstance(destination, str | ObjectStoragePath):
+            fixed = str(destination)
+            if match := _TEMPLATE_START.search(fixed):  # check the part known at parse time
+                fixed = fixed[: match.start()].rpartition("/")[0]
+            _refuse_dot_segments(fixed)
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
             raise LotImageInputError(f"max_bytes must be a positive int, got {max_bytes!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
@@ -316,8 +324,11 @@ class SaveImagesOperator(BaseOperator):
         self.asset = asset
 
     def execute(self, context: Context) -> list[str]:
-        results = parse_results(self.result)
-        store = _Store(resolve_destination(self.destination))
+        from airflow_provider_lotimage.operators._submit import fail_fast
+
+        with fail_fast():  # bad input fails without retries
+            results = parse_results(self.result)
+            store = _Store(resolve_destination(self.destination))
         paths: list[str] = []
         new_paths: list[str] = []
         with self._download_session() as session:

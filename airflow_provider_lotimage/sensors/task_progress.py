@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
+from airflow_provider_lotimage.exceptions import TaskFailedError, TaskNotFoundError
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
 from airflow_provider_lotimage.operators._submit import fail_fast
@@ -18,6 +19,8 @@ from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWat
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+#: A sensor only reads: re-reading a failed or unknown task on retry would give the same answer.
+_FINAL_FOR_SENSOR = (TaskFailedError, TaskNotFoundError)
 #: Task-state key where reschedule mode keeps the watch between pokes.
 WATCH_STATE_KEY = "lotimage_progress_watch"
 
@@ -81,12 +84,12 @@ class TaskProgressSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger fired: validate its event and return the result dict."""
-        with fail_fast():
+        with fail_fast(*_FINAL_FOR_SENSOR):
             return record_result(context, result_from_event(event))
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         watch = self._load_watch(context)
-        with fail_fast():
+        with fail_fast(*_FINAL_FOR_SENSOR):
             done = watch.step(self.hook.poll_once(self.lotimage_task_id))
         self._save_watch(context, watch)
         if watch.moved:

@@ -280,9 +280,8 @@ def test_safe_task_id_keeps_normal_ids_and_separates_others() -> None:
 def test_destination_escape_is_refused_before_download(
     server: PictureServer, tmp_path: Path, destination: str
 ) -> None:
-    op = save_op(grid_result(server), destination, asset=asset_for_destination(f"file://{tmp_path}"))
-    with pytest.raises(ValueError, match="destination"):
-        run(op)
+    with pytest.raises(ValueError, match="destination"):  # at construction, or at the latest in execute
+        run(save_op(grid_result(server), destination, asset=asset_for_destination(f"file://{tmp_path}")))
     assert sum(server.hits.values()) == 0
 
 

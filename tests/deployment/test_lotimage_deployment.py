@@ -1,0 +1,99 @@
+"""The deferrable example DAG on a real deployment (api-server, scheduler, DAG processor,
+triggerer), against the emulator: it succeeds, and survives a triggerer crash with one paid call."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from airflow_provider_lotimage.emulator import Emulator, run_emulator
+from airflow_provider_lotimage.emulator.pytest_plugin import TEST_API_KEY
+
+from .airflow_deployment import AirflowDeployment
+
+pytestmark = [pytest.mark.deployment, pytest.mark.timeout(600)]
+
+EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "example_dags"
+DAG_ID = "example_lotimage_imagine_deferrable"
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    # An imagine takes about 15 s: long enough to kill the triggerer while the task is deferred.
+    with run_emulator(keys=(TEST_API_KEY,), time_scale=15 / 45, grid_size=256) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def output_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("deployment-output")
+
+
+@pytest.fixture(scope="module")
+def deployment(emulator: Emulator, output_dir: Path) -> Iterator[AirflowDeployment]:
+    env = {
+        "AIRFLOW_CONN_LOTIMAGE_DEFAULT": json.dumps(
+            {"conn_type": "lotimage", "host": emulator.url, "password": TEST_API_KEY}
+        ),
+        "LOTIMAGE_OUTPUT_DIR": str(output_dir),
+        "LOTIMAGE_POLL_INTERVAL": "1",
+    }
+    with AirflowDeployment(EXAMPLE_DAGS, env=env) as af:
+        yield af
+
+
+@pytest.fixture
+def af(deployment: AirflowDeployment, request: pytest.FixtureRequest) -> Iterator[AirflowDeployment]:
+    yield deployment
+    report = getattr(request.node, "_deployment_rep_call", None)
+    if report is not None and report.failed:
+        import sys
+
+        sys.stderr.write(deployment.format_log_tails(80))
+
+
+def _imagines(emulator: Emulator) -> int:
+    return emulator.stats()["submissions"]["imagine"]
+
+
+def test_deferrable_example_succeeds(af: AirflowDeployment, emulator: Emulator, output_dir: Path) -> None:
+    before = _imagines(emulator)
+    result = af.run_dag(DAG_ID, timeout=240)
+    assert result.ok, result
+    assert result.task_states == {"imagine": "success", "save": "success"}
+    events = [e.event for e in af.task_state_events(DAG_ID, result.run_id) if e.task_id == "imagine"]
+    assert "deferred" in events, events
+    assert _imagines(emulator) - before == 1
+    pictures = sorted(output_dir.glob("*.png"))
+    assert len(pictures) >= 4
+    for picture in pictures:
+        with Image.open(picture) as image:
+            image.verify()
+
+
+def test_triggerer_restart_while_deferred_pays_once(af: AirflowDeployment, emulator: Emulator) -> None:
+    before = _imagines(emulator)
+    af.wait_for_dag(DAG_ID)
+    af.unpause(DAG_ID)
+    run_id = af.trigger(DAG_ID)
+    af.wait_for_task_state(DAG_ID, run_id, "imagine", "deferred", timeout=120)
+    deadline = time.monotonic() + 60
+    while not [t for t in af.triggers() if t["triggerer_id"] is not None]:
+        assert time.monotonic() < deadline, "the trigger was never picked up by the triggerer"
+        time.sleep(0.25)
+
+    af.kill_service("triggerer")
+    assert af.task_states(DAG_ID, run_id)["imagine"] == "deferred"
+    time.sleep(2)
+    af.start_service("triggerer")
+
+    result = af.wait_for_run(DAG_ID, run_id, timeout=240)
+    assert result.ok, result
+    assert result.task_states == {"imagine": "success", "save": "success"}
+    assert _imagines(emulator) - before == 1, "the restart must not submit the prompt again"
+    assert emulator.stats()["rate_limited"] == 0
