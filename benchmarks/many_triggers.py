@@ -39,15 +39,20 @@ async def _wait_all(task_ids: list[str], poll_interval: float) -> tuple[list[dic
             return event.payload
         raise AssertionError("the trigger ended without an event")
 
+    opened_before, entered_before = shared_sessions.opened, shared_sessions.entered
     tracemalloc.start()
     baseline = tracemalloc.get_traced_memory()[0]
     running = [asyncio.ensure_future(one(t)) for t in task_ids]
-    await asyncio.sleep(3.0)  # every trigger has started and is waiting for its slot or its task
+    # Measure once every trigger has started and waits (for its slot or its task), or after 120 s.
+    deadline = time.monotonic() + 120
+    while shared_sessions.entered - entered_before < len(task_ids) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    waiting = shared_sessions.users()
     waiting_bytes = tracemalloc.get_traced_memory()[0] - baseline
-    assert shared_sessions.count() == 1, "the triggers should share one HTTP session"
     tracemalloc.stop()
     events = await asyncio.gather(*running)
-    return events, waiting_bytes / len(task_ids)
+    assert shared_sessions.opened - opened_before == 1, "the triggers should share one HTTP session"
+    return events, waiting_bytes / max(1, waiting)
 
 
 def run(n: int = 1000, *, time_scale: float = 0.1, poll_interval: float = 5.0) -> dict[str, Any]:

@@ -159,6 +159,9 @@ class _SharedSessions:
             asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, int]
         ]
         self._sessions = weakref.WeakKeyDictionary()
+        #: Sessions ever opened and callers ever served (for tests and benchmarks).
+        self.opened = 0
+        self.entered = 0
 
     @contextlib.asynccontextmanager
     async def use(self) -> AsyncIterator[aiohttp.ClientSession]:
@@ -166,7 +169,9 @@ class _SharedSessions:
         session, users = self._sessions.get(loop, (None, 0))
         if session is None or session.closed:
             session, users = aiohttp.ClientSession(trace_configs=[_send_time_trace()]), 0
+            self.opened += 1
         self._sessions[loop] = (session, users + 1)
+        self.entered += 1
         try:
             yield session
         finally:
@@ -180,6 +185,10 @@ class _SharedSessions:
     def count(self) -> int:
         """How many sessions are open (for tests and benchmarks)."""
         return len(self._sessions)
+
+    def users(self) -> int:
+        """How many callers are using a shared session right now."""
+        return sum(users for _, users in self._sessions.values())
 
 
 shared_sessions = _SharedSessions()

@@ -324,11 +324,8 @@ class SaveImagesOperator(BaseOperator):
         self.asset = asset
 
     def execute(self, context: Context) -> list[str]:
-        from airflow_provider_lotimage.operators._submit import fail_fast
-
-        with fail_fast():  # bad input fails without retries
-            results = parse_results(self.result)
-            store = _Store(resolve_destination(self.destination))
+        results = parse_results(self.result)
+        store = _Store(resolve_destination(self.destination))
         paths: list[str] = []
         new_paths: list[str] = []
         with self._download_session() as session:

@@ -1159,6 +1159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("--conf", default="{}", help="JSON object passed as the run's conf")
     run.add_argument("--timeout", type=float, default=300.0, help="seconds for the run to finish")
+    run.add_argument("--parse-timeout", type=float, default=90.0, help="seconds for the DAG to be parsed")
     run.add_argument("--parallelism", type=int, default=2)
     run.add_argument("--keep-home", action="store_true", help="keep AIRFLOW_HOME (logs, DB) afterwards")
     run.add_argument(
@@ -1179,7 +1180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with deployment:
             print(f"started in {deployment.timings.get('start', 0):.1f}s", flush=True)
-            result = deployment.run_dag(args.dag_id, conf=conf, timeout=args.timeout)
+            result = deployment.run_dag(
+                args.dag_id, conf=conf, timeout=args.timeout, parse_timeout=args.parse_timeout
+            )
             if not result.ok:
                 print(deployment.format_log_tails(args.log_lines), file=sys.stderr)
                 for key, state in result.task_states.items():
