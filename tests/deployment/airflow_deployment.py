@@ -10,7 +10,28 @@ It deliberately does not import Airflow: the calling process (pytest) has its ow
 configuration, and the deployment must not share them. It talks to the services over the REST API
 v2 and reads the metadata database with ``sqlite3``.
 
-Importable from tests and benchmarks (no pytest imports); also a small CLI (see :func:`main`).
+Importable from tests and benchmarks (no pytest imports); also a small CLI (see :func:`main`)::
+
+    with AirflowDeployment(dags_dir, env={"AIRFLOW_CONN_X": "..."}) as af:
+        result = af.run_dag("my_dag", conf={...}, timeout=120)   # parse, unpause, trigger, wait
+        af.kill_service("triggerer"); af.start_service("triggerer")
+        af.worker_slot_seconds("my_dag", result.run_id)          # from the LocalExecutor workers
+
+Things learnt the hard way (Airflow 3.3.2, two cores):
+
+* REST auth: SimpleAuthManager with ``simple_auth_manager_all_admins`` hands out a token on
+  ``GET /auth/token``; no password file needed.
+* ``task_instance.duration`` includes deferred time (the start date survives the resume). Slot
+  time comes from the supervisor's ``Workload finished`` lines (:meth:`AirflowDeployment.workloads`);
+  time in ``running`` from the audit ``log`` table (:meth:`AirflowDeployment.running_intervals`).
+* A task supervisor often notices its task process has exited only at its next select timeout,
+  ``[workers] min_heartbeat_interval`` (5 s), so a slot stays busy that long after a task ends
+  or defers. If the trigger fires sooner, the resumed try can be running when the stale executor
+  "success" event of the deferral arrives, and the scheduler marks it failed ("state mismatch").
+  Deferrals shorter than ~6 s are flaky under LocalExecutor for that reason.
+* On SIGTERM a task process only calls ``on_kill``; the scheduler then waits for it. Teardown
+  therefore SIGKILLs task process groups and stops the api-server last (supervisors report
+  through it).
 """
 
 from __future__ import annotations
@@ -317,6 +338,8 @@ def _stop_all_live() -> None:
     for deployment in live:
         with contextlib.suppress(Exception):
             deployment.stop()
+    if _TEMPLATE_DB is not None:
+        shutil.rmtree(_TEMPLATE_DB.parent, ignore_errors=True)
 
 
 def _on_fatal_signal(signum: int, frame: FrameType | None) -> None:
@@ -427,6 +450,7 @@ class AirflowDeployment:
                 "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
                 "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
                 "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+                # Runs only when the caller triggers them: no surprise scheduled runs in benchmarks.
                 "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
@@ -487,7 +511,6 @@ class AirflowDeployment:
             else:
                 self._run_cli(["db", "migrate"], timeout=300, log_name="db-migrate")
                 template_dir = Path(tempfile.mkdtemp(prefix="airflow-deployment-template-"))
-                atexit.register(shutil.rmtree, template_dir, True)
                 _TEMPLATE_DB = template_dir / "airflow.db"
                 shutil.copyfile(self.db_path, _TEMPLATE_DB)
         marker.write_text("ok\n")
