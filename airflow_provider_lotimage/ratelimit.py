@@ -56,7 +56,7 @@ class SlidingWindowLimiter:
     def _reserve_slot(self) -> float:
         with self._lock:
             if self.state_file is None:
-                slot, self._slots, self._blocked_until = self._take(self._slots, self._blocked_until)
+                slot, self._slots = self._take(self._slots, self._blocked_until)
                 return slot
             return self._reserve_shared()
 
@@ -108,19 +108,19 @@ class SlidingWindowLimiter:
         with self._lock, self._locked_state() as state:
             return float(state.get("blocked_until", 0.0))
 
-    def _take(self, slots: list[float], blocked_until: float) -> tuple[float, list[float], float]:
+    def _take(self, slots: list[float], blocked_until: float) -> tuple[float, list[float]]:
         now = self._clock()
         live = sorted(s for s in slots if s > now - self.period)
         slot = max(now, blocked_until)
         if len(live) >= self.calls:
             slot = max(slot, live[-self.calls] + self.period)
         live.append(slot)
-        return slot, sorted(live)[-self.calls :], blocked_until
+        return slot, sorted(live)[-self.calls :]
 
     def _reserve_shared(self) -> float:
         with self._locked_state() as state:
             slots = [float(s) for s in state.get("slots", [])]
-            slot, state["slots"], _ = self._take(slots, float(state.get("blocked_until", 0.0)))
+            slot, state["slots"] = self._take(slots, float(state.get("blocked_until", 0.0)))
         return slot
 
     def _locked_state(self) -> _LockedJsonFile:

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from tests.dag_helpers import run_dag
+
 EXPECTED_KEYS = {
     "lotimage_task_id",
     "prompt",
@@ -18,18 +20,6 @@ EXPECTED_KEYS = {
     "created_at",
     "originating_task_id",
 }
-
-
-def run_dag(dag: Any) -> Any:
-    """Serialise the DAG as the DAG processor would, then run it with ``dag.test()``."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(dag_folder="/dev/null")
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, bundle_name="dags-folder", bundle_version=None)
-    return dag.test()
 
 
 def xcom(run: Any, task_id: str, key: str = "return_value") -> Any:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_provider_lotimage.emulator.pytest_plugin import TEST_API_KEY
+from tests.dag_helpers import run_dag
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -143,14 +144,7 @@ class Harness:
 
     def run(self, dag: Any) -> Any:
         """Serialise the DAG as the DAG processor would, then run it with ``dag.test()``."""
-        from airflow.dag_processing.bundles.manager import DagBundlesManager
-        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-        DagBundlesManager().sync_bundles_to_db()
-        bag = DagBag(dag_folder="/dev/null")
-        bag.bag_dag(dag)
-        sync_bag_to_db(bag, bundle_name="dags-folder", bundle_version=None)
-        run = dag.test()
+        run = run_dag(dag)
         self.runs.append(run)
         return run
 

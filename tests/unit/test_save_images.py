@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from airflow_provider_lotimage.operators.save_images import (
     asset_for_destination,
     safe_task_id,
 )
+from tests.dag_helpers import register_dag
 
 from .test_images import QUADRANT_COLOURS, PictureServer, make_grid, make_png, picture_server
 
@@ -392,26 +392,6 @@ def test_missing_named_connection_is_an_error(server: PictureServer, tmp_path: P
 
 
 # --- inside a DAG -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def airflow_db() -> Iterator[None]:
-    """A migrated metadata DB in the test AIRFLOW_HOME (tests/conftest.py points it at a temp dir)."""
-    from airflow.utils import db
-
-    db.initdb()
-    yield
-
-
-def register_dag(dag: Any) -> None:
-    """Store the DAG as the DAG processor would: ``dag.test()`` only runs serialized DAGs."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(collect_dags=False)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
 
 
 def test_operator_runs_in_a_dag(airflow_db: None, server: PictureServer, tmp_path: Path) -> None:
