@@ -28,8 +28,10 @@ Admin endpoints (no auth): ``GET /_emulator/health``, ``GET /_emulator/stats``,
      "calls_by_key": {...}, "quota_used": {...},
      "webhooks": {"attempted": n, "succeeded": n, "failed": n, "suppressed": n},
      "tasks": {"queued": n, "running": n, "finished": n, "failed": n, "stalled": n, "total": n},
-     "events": {"delays": n, "dropped_connections": n, "image_requests": n, "image_expired": n},
-     "faults": [<rule>, ...], "config": {...}, "renders": n}
+     "events": {"delays": n, "dropped_connections": n, "image_requests": n, "image_expired": n,
+                "images_served": n},
+     "faults": [<rule>, ...], "config": {...}, "renders": n,
+     "timeline": {"first_submit": t, "last_submit": t, "first_image": t, "last_image": t}}  # epoch s
 
 A fault rule (``POST /_emulator/faults`` takes one, a list, or ``{"rules": [...], "flags": {...}}``)::
 

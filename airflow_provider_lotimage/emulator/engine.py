@@ -256,6 +256,8 @@ class Engine:
         self.answers_by_endpoint: dict[str, Counter[str]] = {}
         self.events: Counter[str] = Counter()
         self.webhook_stats: Counter[str] = Counter()
+        #: Wall-clock (epoch) seconds of the first/last paid submission and picture served.
+        self.timeline: dict[str, float] = {}
 
     def reset(self) -> None:
         """Forget tasks, counters, pictures and faults; restore the start-up config."""
@@ -479,6 +481,7 @@ class Engine:
             task.no_image_url = True
         self.tasks[task.id] = task
         self.submissions[endpoint] += 1
+        self._mark("submit")
         state = self._key(key)
         if len(state.running) < config.max_running:
             self._start(state, task, task.submitted)
@@ -595,7 +598,15 @@ class Engine:
             if self.clock() - ref.issued >= limit:
                 self.events["image_expired"] += 1
                 return "expired", task, ref
+            self.events["images_served"] += 1
+            self._mark("image")
             return "ok", task, ref
+
+    def _mark(self, what: str) -> None:
+        """Record the wall-clock time of the first and the latest ``what`` (caller holds the lock)."""
+        now = time.time()
+        self.timeline.setdefault(f"first_{what}", now)
+        self.timeline[f"last_{what}"] = now
 
     # -------------------------------------------------------------------------------- snapshots
     def task_list(self) -> list[dict[str, Any]]:
@@ -646,6 +657,7 @@ class Engine:
                 "events": dict(self.events),
                 "faults": self.faults.rules(),
                 "config": self.config.public_dict(),
+                "timeline": dict(self.timeline),
             }
 
 
