@@ -14,6 +14,8 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+from tests.deployment.airflow_deployment import pdeathsig_preexec
+
 
 class EmulatorProcess:
     """A ``lotimage-emulator`` started under its own process group, stopped by that group."""
@@ -58,6 +60,8 @@ def emulator_process(*args: str, env: dict[str, str] | None = None) -> Iterator[
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # SIGTERM if this process dies without reaching the ``finally`` below (e.g. killed).
+        preexec_fn=pdeathsig_preexec,
         env={**os.environ, **(env or {})},
     )
     try:

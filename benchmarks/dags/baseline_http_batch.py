@@ -48,8 +48,13 @@ def task_id_of(response: requests.Response) -> str:
 
 
 def finished(response: requests.Response) -> PokeReturnValue:
-    """Done at progress 100 with a picture; the body goes to XCom for the download."""
+    """Done at progress 100 with a picture; the body goes to XCom for the download.
+
+    A 429 or 5xx in the body means "poke again"; a failed or unknown task fails the sensor.
+    """
     body = response.json()
+    if body.get("status") in (400, 401, 403, 404):
+        raise ValueError(f"LotImage answered {body}")
     progress = str(body.get("progress", "0")).rstrip("%")
     done = body.get("status") == 200 and progress in ("100", "100.0") and bool(body.get("imageUrl"))
     return PokeReturnValue(is_done=done, xcom_value=body if done else None)
@@ -57,7 +62,12 @@ def finished(response: requests.Response) -> PokeReturnValue:
 
 def follow(submit_task_id: str) -> str:
     """The ``task/progress`` body for the taskId a submit task of the same group pushed."""
-    return '{"taskId": "{{ ti.xcom_pull(task_ids="render.%s") }}"}' % submit_task_id
+    return '{"taskId": "%s"}' % pulled(submit_task_id)
+
+
+def pulled(submit_task_id: str) -> str:
+    """A template for the taskId a submit task of the same mapped group (same index) pushed."""
+    return '{{ ti.xcom_pull(task_ids="render.%s", map_indexes=ti.map_index) }}' % submit_task_id
 
 
 with DAG(
@@ -116,7 +126,7 @@ with DAG(
     @task_group(group_id="render")
     def render(body: str) -> None:
         _, grid_done = render_one("imagine", IMAGINE, body)
-        grid = '{{ ti.xcom_pull(task_ids="render.submit_imagine") }}'
+        grid = pulled("submit_imagine")
         for button in UPSCALE_BUTTONS:
             upscale_body = '{"taskId": "%s", "button": "%s"}' % (grid, button)
             submit, _ = render_one(button, BUTTON, upscale_body)

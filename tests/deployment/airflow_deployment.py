@@ -257,7 +257,7 @@ def _signal_all(procs: Sequence[psutil.Process], sig: int) -> None:
             proc.send_signal(sig)
 
 
-def _pdeathsig_preexec() -> None:
+def pdeathsig_preexec() -> None:
     """In the child: get SIGTERM if the parent dies, so a SIGKILLed test run leaves less behind."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -553,7 +553,7 @@ class AirflowDeployment:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 # Only the main thread outlives the harness; PDEATHSIG follows the spawning thread.
-                preexec_fn=_pdeathsig_preexec if in_main and sys.platform == "linux" else None,
+                preexec_fn=pdeathsig_preexec if in_main and sys.platform == "linux" else None,
             )
         if wait:
             self.wait_healthy(timeout=timeout or self.startup_timeout, services=[name])
