@@ -15,7 +15,7 @@ demo: $(STAMP)
 	bash scripts/demo.sh
 
 test: $(STAMP)
-	$(BIN)/ruff check airflow_provider_lotimage tests example_dags
+	$(BIN)/ruff check airflow_provider_lotimage tests example_dags benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest
 

@@ -120,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table(result) if not args.skip_dags else "")
     print(json.dumps(result["targets"], indent=2))
     print("written:", *(str(path) for path in written), sep="\n  ")
-    failed = [kind for kind in ("provider", "baseline") if result.get(kind, {}).get("state") not in (None, "success")]
+    failed = [
+        kind
+        for kind in ("provider", "baseline")
+        if result.get(kind, {}).get("state") not in (None, "success")
+    ]
     return 1 if failed else 0
 
 

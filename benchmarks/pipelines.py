@@ -162,7 +162,9 @@ def run_pipeline(kind: str, settings: PipelineSettings, log: Any = print) -> dic
             env={"LOTIMAGE_EMULATOR_KEYS": KEY},
         ) as emulator:
             env = _environment(emulator, settings, output)
-            deployment = AirflowDeployment(_dags_folder(kind, root), env=env, parallelism=settings.parallelism)
+            deployment = AirflowDeployment(
+                _dags_folder(kind, root), env=env, parallelism=settings.parallelism
+            )
             with deployment as af:
                 af.cli("pools", "set", POOL, str(settings.pool_slots), "LotImage calls", "--include-deferred")
                 af.wait_for_dag(dag_id)

@@ -22,9 +22,10 @@ Why it is built this way:
 
   ``airflow pools set lotimage 3 "LotImage calls"`` (without ``--include-deferred``) caps only the
   submissions running in workers. The rate of calls is bounded separately by the hook's limiter.
-* **Storage**: grids and upscales are saved as soon as they exist (CDN links expire after about a
-  day) into ``$LOTIMAGE_OUTPUT_DIR/batch`` (default ``./output/batch``), which is the outlet Asset.
-  Saving is idempotent: pictures already stored are neither downloaded nor rewritten.
+* **Storage**: one task stores every grid once all grids exist, another every upscale (CDN links
+  expire after about a day), into ``$LOTIMAGE_OUTPUT_DIR/batch`` (default ``./output/batch``).
+  Saving is idempotent: pictures already stored are neither downloaded nor rewritten, so a retry
+  of a save fetches only what is missing.
 
 Poll interval: ``$LOTIMAGE_POLL_INTERVAL`` seconds (default 10).
 """
@@ -146,9 +147,11 @@ with DAG(
         map_index_template="{{ task.button }} of {{ task.lotimage_task_id['lotimage_task_id'] }}",
     ).expand(lotimage_task_id=imagine.output, button=UPSCALE_BUTTONS)
 
-    save_grids = SaveImagesOperator.partial(task_id="save_grids", destination=BATCH_DIR.as_uri()).expand(
-        result=imagine.output
+    # One save task per kind, over the whole list: a mapped save would wait for the same upstream
+    # tasks anyway, and one task downloading 24 pictures costs a worker far less than 24 tasks.
+    save_grids = SaveImagesOperator(
+        task_id="save_grids", result=imagine.output, destination=BATCH_DIR.as_uri()
     )
-    save_upscales = SaveImagesOperator.partial(
-        task_id="save_upscales", destination=BATCH_DIR.as_uri()
-    ).expand(result=upscale.output)
+    save_upscales = SaveImagesOperator(
+        task_id="save_upscales", result=upscale.output, destination=BATCH_DIR.as_uri()
+    )

@@ -62,12 +62,12 @@ def finished(response: requests.Response) -> PokeReturnValue:
 
 def follow(submit_task_id: str) -> str:
     """The ``task/progress`` body for the taskId a submit task of the same group pushed."""
-    return '{"taskId": "%s"}' % pulled(submit_task_id)
+    return '{"taskId": "' + pulled(submit_task_id) + '"}'
 
 
 def pulled(submit_task_id: str) -> str:
     """A template for the taskId a submit task of the same mapped group (same index) pushed."""
-    return '{{ ti.xcom_pull(task_ids="render.%s", map_indexes=ti.map_index) }}' % submit_task_id
+    return '{{ ti.xcom_pull(task_ids="render.' + submit_task_id + '", map_indexes=ti.map_index) }}'
 
 
 with DAG(
@@ -128,7 +128,7 @@ with DAG(
         _, grid_done = render_one("imagine", IMAGINE, body)
         grid = pulled("submit_imagine")
         for button in UPSCALE_BUTTONS:
-            upscale_body = '{"taskId": "%s", "button": "%s"}' % (grid, button)
+            upscale_body = '{"taskId": "' + grid + '", "button": "' + button + '"}'
             submit, _ = render_one(button, BUTTON, upscale_body)
             grid_done >> submit
 

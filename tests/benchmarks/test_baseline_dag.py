@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def baseline_dag(
-    airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lotimage_emulator: Emulator,
+    airflow_db: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lotimage_emulator: Emulator,
     lotimage_api_key: str,
 ):
     from airflow.dag_processing.dagbag import DagBag
@@ -57,7 +60,16 @@ def test_baseline_renders_and_stores_every_picture(
 
     tasks = lotimage_emulator.tasks()
     assert sorted(t["prompt"] for t in tasks if t["kind"] == "imagine") == sorted(prompts)
-    assert sorted(t["button"] for t in tasks if t["kind"] == "upscale") == ["U1", "U1", "U2", "U2", "U3", "U3", "U4", "U4"]
+    assert sorted(t["button"] for t in tasks if t["kind"] == "upscale") == [
+        "U1",
+        "U1",
+        "U2",
+        "U2",
+        "U3",
+        "U3",
+        "U4",
+        "U4",
+    ]
     assert duplicates(tasks) == {"imagine": 0, "button": 0}
     stored = sorted((tmp_path / "output" / "baseline").glob("*.png"))
     assert {p.stem for p in stored} == {t["taskId"] for t in tasks}

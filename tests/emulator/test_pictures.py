@@ -133,3 +133,22 @@ def test_render_helpers() -> None:
     assert cache.renders == 3
     cache.get_or_render((2,), lambda: b"other")
     assert cache.renders == 3
+
+
+def test_timeline_brackets_submissions_and_pictures_served(emu: Emulator) -> None:
+    client = Client(emu.url)
+    before = time.time()
+    assert emu.stats()["timeline"] == {}
+    first = client.submit()
+    second = client.submit("A lighthouse made of glass at dawn")
+    url = client.wait(second)["imageUrl"]
+    client.wait(first)
+    _png(client, url)
+    after = time.time()
+    stats = emu.stats()
+    timeline = stats["timeline"]
+    assert before <= timeline["first_submit"] < timeline["last_submit"] <= timeline["first_image"] <= after
+    assert timeline["first_image"] == timeline["last_image"]
+    assert stats["events"]["images_served"] == 1
+    assert client.get(f"{emu.url}/_emulator/images/no-such-picture.png").status_code != 200
+    assert emu.stats()["events"]["images_served"] == 1, "a missing picture is not a picture served"
