@@ -46,7 +46,7 @@ class PipelineSettings:
     prompts: int = 24
     #: Emulated durations are the real ones times this (0.5: an imagine 22.5 s, an upscale 5 s).
     time_scale: float = 0.5
-    poll_interval: float = 2.0
+    poll_interval: float = 5.0
     #: Slots of the ``lotimage`` pool (deferred tasks count): LotImage tasks in flight at once.
     pool_slots: int = 6
     #: LocalExecutor worker processes.

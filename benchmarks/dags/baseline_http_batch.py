@@ -5,8 +5,8 @@ Per prompt, a mapped task group: ``HttpOperator`` submits, ``HttpSensor`` in pok
 progress 100 (its ``PokeReturnValue`` hands the finished task's body on, so nothing is read
 twice), a plain task downloads the picture; then the same for U1..U4 of the grid. The key travels
 in the ``lotimage_http`` connection's extra as an ``Authorization`` header (HttpHook sends extra
-fields as headers). Submissions retry on failure: a 429 in the body fails the response check, and
-a retry resends what the service never accepted.
+fields as headers). Submissions retry with exponential back-off: a 429 in the body fails the
+response check, and a retry resends what the service never accepted.
 
 It takes the same run conf (``prompts``), pool (``$LOTIMAGE_POOL``), poll interval
 (``$LOTIMAGE_POLL_INTERVAL``) and output folder (``$LOTIMAGE_OUTPUT_DIR/baseline``) as the
@@ -78,7 +78,13 @@ with DAG(
     catchup=False,
     tags=["benchmark", "baseline"],
     params={"prompts": Param([], type="array", items={"type": "string", "minLength": 1})},
-    default_args={"retries": 5, "retry_delay": timedelta(seconds=5)},
+    # 429s come in bursts when several sensors and submits meet in the same second: back off.
+    default_args={
+        "retries": 8,
+        "retry_delay": timedelta(seconds=5),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(seconds=60),
+    },
 ) as dag:
 
     @task
