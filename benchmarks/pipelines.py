@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -125,10 +125,10 @@ def _environment(emulator: EmulatorProcess, settings: PipelineSettings, output: 
     }
 
 
-def _slot_seconds(af: AirflowDeployment, dag_id: str, run_id: str) -> dict[str, float]:
+def _slot_seconds(af: AirflowDeployment, dag_id: str, run_id: str) -> dict[str, Any]:
     """Seconds task instances spent ``running`` (audit log; deferral excluded), and per worker."""
     running = af.running_intervals(dag_id, run_id)
-    by_task: Counter[str] = Counter()
+    by_task: dict[str, float] = defaultdict(float)
     for key, intervals in running.items():
         by_task[key.split("[", 1)[0]] += sum((end - start).total_seconds() for start, end in intervals)
     workloads = af.run_workloads(dag_id, run_id)

@@ -126,7 +126,7 @@ with DAG(
             timeout=30 * 60,
             pool=POOL,
         )
-        submit >> wait >> save_picture.override(task_id=f"save_{name}")(wait.output)
+        submit >> wait >> save_picture.override(task_id=f"save_{name}")(wait.output)  # type: ignore[arg-type]
         return submit, wait
 
     @task_group(group_id="render")
