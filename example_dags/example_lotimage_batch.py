@@ -14,14 +14,14 @@ Why it is built this way:
   the task state store, so a retry reconnects to the task already paid for instead of paying again.
 * **Deferrable** waits: hundreds of renders hold no worker slot.
 * **Pool**: every LotImage task runs in the pool ``$LOTIMAGE_POOL`` (default ``lotimage``). Create
-  it once, with as many slots as the key renders at once (about 3), counting deferred tasks, so
-  the tasks in flight never exceed what the key runs and none sits in LotImage's queue at 0 %
-  long enough to look stalled::
+  it once, counting deferred tasks, with about twice as many slots as the key renders at once (3):
+  the key then always has a task queued while Airflow hands a finished task's slot to the next,
+  and no task waits in LotImage's queue long enough to look stalled::
 
-      airflow pools set lotimage 3 "LotImage calls" --include-deferred
+      airflow pools set lotimage 6 "LotImage calls" --include-deferred
 
-  ``airflow pools set lotimage 3 "LotImage calls"`` (without ``--include-deferred``) caps only the
-  submissions running in workers. The rate of calls is bounded separately by the hook's limiter.
+  Without ``--include-deferred`` the pool caps only the submissions running in workers. The rate
+  of calls is bounded separately by the hook's limiter.
 * **Storage**: one task stores every grid once all grids exist, another every upscale (CDN links
   expire after about a day), into ``$LOTIMAGE_OUTPUT_DIR/batch`` (default ``./output/batch``).
   Saving is idempotent: pictures already stored are neither downloaded nor rewritten, so a retry

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 STATS_KEYS = {
+    "timeline",
     "requests",
     "submissions",
     "answers",
@@ -59,6 +60,7 @@ def test_health_stats_tasks_config(emu: Emulator, client: Client) -> None:
     assert set(stats) == STATS_KEYS
     assert stats["requests"] == {"imagine": 2, "progress": 1, "button": 0}
     assert stats["submissions"] == {"imagine": 1, "button": 0}
+    assert set(stats["timeline"]) == {"first_submit", "last_submit"}, "no picture was served yet"
     assert stats["answers"] == {"200": 2, "400": 1}
     assert stats["answers_by_endpoint"]["imagine"] == {"200": 1, "400": 1}
     assert stats["http_statuses"] == {"200": 3}
