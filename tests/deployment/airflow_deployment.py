@@ -74,6 +74,7 @@ __all__ = [
     "TaskStateEvent",
     "Workload",
     "main",
+    "pid_alive",
 ]
 
 #: Services in start order. The dag-processor is its own command in Airflow 3 (the scheduler no
@@ -224,6 +225,14 @@ def session_processes(sid: int) -> list[psutil.Process]:
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
     return found
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _alive(procs: Sequence[psutil.Process]) -> list[psutil.Process]:

@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import time
 
-import psutil
 import pytest
 
-from .airflow_deployment import AirflowDeployment
+from .airflow_deployment import AirflowDeployment, pid_alive
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(300)]
 
 DAG_ID = "harness_deferrable"
-
-
-def _running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_deferrable_run_goes_through_triggerer(airflow_deployment: AirflowDeployment) -> None:
@@ -73,7 +65,7 @@ def test_triggerer_crash_while_deferred_still_succeeds(airflow_deployment: Airfl
     assert af.rss("triggerer") > 0
     old_pids = af.kill_service("triggerer")
     assert len(old_pids) >= 2  # the triggerer and its trigger-runner subprocess
-    assert not [p for p in old_pids if _running(p)]
+    assert not [p for p in old_pids if pid_alive(p)]
     assert af.task_states(DAG_ID, run_id)["wait"] == "deferred"
 
     af.start_service("triggerer")

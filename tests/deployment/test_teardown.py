@@ -12,19 +12,12 @@ import time
 import psutil
 import pytest
 
-from .airflow_deployment import AirflowDeployment, session_processes
+from .airflow_deployment import AirflowDeployment, pid_alive, session_processes
 from .conftest import HARNESS_DAGS
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(300)]
 
 DAG_ID = "harness_deferrable"
-
-
-def _running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_teardown_kills_everything_even_on_failure() -> None:
@@ -44,12 +37,12 @@ def test_teardown_kills_everything_even_on_failure() -> None:
         while len(pgids) <= len(sids):  # the task runner has a process group of its own
             assert time.monotonic() < deadline, "no task runner process group appeared"
             pids = af.all_pids()
-            pgids = {os.getpgid(p) for p in pids if _running(p)}
+            pgids = {os.getpgid(p) for p in pids if pid_alive(p)}
             time.sleep(0.2)
         raise RuntimeError("test body failed")
 
     assert pids
-    assert [p for p in pids if _running(p)] == []
+    assert [p for p in pids if pid_alive(p)] == []
     for sid in sids.values():
         assert session_processes(sid) == []
     for proc in psutil.process_iter():
