@@ -1,10 +1,20 @@
-"""The provider's error taxonomy.
+"""The provider's error taxonomy, and the one policy of what each error means for a task.
 
 Each class says what the caller should do: retry (:class:`TransientError`, :class:`RateLimitedError`),
-fix the input or the connection (:class:`AuthError`, :class:`InvalidRequestError`), wait for a new
-day (:class:`QuotaExhaustedError`), or look the task up before paying again
-(:class:`AmbiguousSubmitError`). Messages quote the service's ``errMessage`` and never carry the key.
-They derive from ``Exception`` only, so the parser works without Airflow configured.
+fix the input or the connection (:class:`AuthError`, :class:`InvalidRequestError`,
+:class:`ConnectionConfigError`, :class:`TLSError`, :class:`ProxyError`), wait for a new day
+(:class:`QuotaExhaustedError`), or look the task up before paying again (:class:`AmbiguousSubmitError`).
+Messages quote the service's ``errMessage`` and never carry the key. They derive from ``Exception``
+only, so the parser works without Airflow configured.
+
+Two class attributes are the whole policy, read by the hook, the operators, the sensor and the
+trigger alike:
+
+* ``retryable``: the same request may simply be sent again now (the retry loop in :mod:`.retry`).
+* ``final``: no Airflow retry of the task can help, so the task fails without retries
+  (:func:`LotImageError.ends_task`). ``cured_by_resubmitting`` narrows it: a task that failed or
+  vanished at the service is final for a sensor, which would only read it again, but not for an
+  operator whose retry submits a new paid task.
 """
 
 from __future__ import annotations
@@ -15,6 +25,10 @@ class LotImageError(Exception):
 
     #: Whether the same request may simply be sent again.
     retryable: bool = False
+    #: Whether no Airflow retry of the task can help (the task then fails without retries).
+    final: bool = False
+    #: Whether a retry that submits a new paid task can help although re-reading cannot.
+    cured_by_resubmitting: bool = False
 
     def __init__(
         self,
@@ -38,6 +52,14 @@ class LotImageError(Exception):
             parts.append(f"[status {self.status}]")
         return " ".join(parts)
 
+    def ends_task(self, *, resubmits: bool) -> bool:
+        """Return whether this error should fail the Airflow task without retries.
+
+        :param resubmits: whether a retry of the task would submit a new paid LotImage task (the
+            submitting operators) rather than read the same one again (the sensor).
+        """
+        return self.final and not (resubmits and self.cured_by_resubmitting)
+
     def __reduce__(self):  # keep keyword arguments when pickled across processes
         return (
             _rebuild,
@@ -55,17 +77,26 @@ def _rebuild(cls, message, http_status, status, task_id, state):  # type: ignore
 class AuthError(LotImageError):
     """The key was refused (status 401). Check the connection's API key; retrying cannot help."""
 
+    final = True
+
 
 class InvalidRequestError(LotImageError):
     """The request was rejected (status 400): bad parameter, banned prompt, unknown button."""
+
+    final = True
 
 
 class QuotaExhaustedError(LotImageError):
     """The key's daily quota is spent (status 403). Nothing will succeed before the next day."""
 
+    final = True
+
 
 class TaskNotFoundError(LotImageError):
     """The service does not know the taskId (status 404): a typo, or a task that expired."""
+
+    final = True
+    cured_by_resubmitting = True
 
 
 class TransientError(LotImageError):
@@ -93,12 +124,18 @@ class RateLimitedError(TransientError):
 class AmbiguousSubmitError(LotImageError):
     """A paid call failed in a way that does not tell whether the task was created.
 
-    Resending could pay twice, so the provider stops and says how to find the task instead.
+    Resending could pay twice, so the provider stops and says how to find the task instead; an
+    Airflow retry would be exactly such a blind resend, hence final.
     """
+
+    final = True
 
 
 class TaskFailedError(LotImageError):
     """The LotImage task ran and failed; the message is the service's ``errMessage``."""
+
+    final = True
+    cured_by_resubmitting = True
 
 
 class TaskStalledError(LotImageError):
@@ -115,3 +152,45 @@ class ImageDownloadError(LotImageError):
 
 class LotImageInputError(LotImageError, ValueError):
     """A parameter is unusable; raised before any call, so no budget is spent."""
+
+    final = True
+
+
+class ConnectionConfigError(LotImageError):
+    """The Airflow connection is unusable (missing key, a field of the wrong type); no call was made."""
+
+    final = True
+
+
+class TLSError(LotImageError):
+    """The TLS handshake failed: the certificate was not trusted, or the client certificate refused.
+
+    Not retried: the same settings give the same handshake. Set the connection's ``verify`` to the
+    CA bundle that signed the service's (or the proxy's) certificate.
+    """
+
+    final = True
+
+
+class ProxyError(LotImageError):
+    """The proxy named in the connection could not be reached or refused to forward the call.
+
+    Not resent within the call, and not "no progress" to a waiting task: a wrong proxy must fail at
+    once, not after the stall timeout. Not final either: a proxy that was down may be up for the
+    task's next Airflow try, which reconnects to the paid task rather than paying again.
+    """
+
+
+def error_class(name: str) -> type[LotImageError]:
+    """Return the error class called ``name`` (for errors that crossed a trigger event as text).
+
+    :param name: a class name such as ``"TaskFailedError"``.
+    :return: that class, or :class:`LotImageError` for a name this provider does not define.
+    """
+    pending: list[type[LotImageError]] = [LotImageError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return LotImageError

@@ -11,24 +11,24 @@ Airflow. Three jobs:
 * :func:`split_grid` cuts a Midjourney 2x2 grid into its four pictures, in button order U1..U4.
 
 Signed CDN links carry their signature in the query string, so every message here names a URL
-through :func:`redact_url` only.
+through :func:`~airflow_provider_lotimage.redaction.redact_url` only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import re
 import time
 import warnings
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
 from PIL import Image
 
 from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageInputError
+from airflow_provider_lotimage.redaction import redact_url, scrub
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,8 +47,6 @@ MAX_PIXELS = 10 * 2048 * 2048
 EXPIRED_LINK_STATUSES = frozenset({403, 410})
 
 _CHUNK = 64 * 1024
-# "?" followed by at least one non-separator character: a query string inside an exception text.
-_QUERY_IN_TEXT = re.compile(r"\?[^\s'\"<>()\[\]]+")
 
 
 class PictureInfo(NamedTuple):
@@ -57,21 +55,6 @@ class PictureInfo(NamedTuple):
     width: int
     height: int
     format: str
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` without user info, query string and fragment: safe for logs and messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _scrub(text: object) -> str:
-    """Drop query strings from free text, such as a requests exception that quotes the URL."""
-    return _QUERY_IN_TEXT.sub("?<redacted>", str(text))
 
 
 def picture_info(data: bytes) -> PictureInfo:
@@ -91,12 +74,12 @@ def verify_picture(data: bytes, *, source: str = "data") -> PictureInfo:
         try:
             image.verify()
         except Exception as exc:
-            raise ImageDownloadError(f"{source} is not a picture: {_scrub(exc)}") from None
+            raise ImageDownloadError(f"{source} is not a picture: {scrub(exc)}") from None
     with _open(data, source=source) as image:
         try:
             image.load()
         except Exception as exc:
-            raise ImageDownloadError(f"{source} is not a complete picture: {_scrub(exc)}") from None
+            raise ImageDownloadError(f"{source} is not a complete picture: {scrub(exc)}") from None
     return info
 
 
@@ -148,7 +131,7 @@ def fetch_picture(session: requests.Session, url: str, *, max_bytes: int, timeou
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         # ``from None``: the chained exception would print the signed URL in the task log.
         raise ImageDownloadError(
-            f"could not download picture {shown}: {type(exc).__name__}: {_scrub(exc)}"
+            f"could not download picture {shown}: {type(exc).__name__}: {scrub(exc)}"
         ) from None
     verify_picture(data, source=f"the body of {shown}")
     return data

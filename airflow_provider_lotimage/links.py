@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperatorLink
 
+from airflow_provider_lotimage.redaction import redact_url
+
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
     from airflow.sdk.types import TaskInstanceKey
@@ -39,12 +41,7 @@ def record_result(context: Context, result: dict[str, Any]) -> dict[str, Any]:
     log.info(
         "LotImage task %s finished: %s (%d separate pictures)",
         result.get("lotimage_task_id"),
-        _without_query(result.get("image_url")),
+        redact_url(str(result.get("image_url"))),
         len(result.get("image_urls") or []),
     )
     return result
-
-
-def _without_query(url: Any) -> str:
-    """Signed picture URLs carry tokens in their query; logs show the rest."""
-    return str(url).split("?", 1)[0]

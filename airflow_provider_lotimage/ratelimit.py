@@ -23,6 +23,8 @@ from pathlib import Path
 #: Extra room added to the one-second window, so calls spaced exactly at the limit never arrive
 #: at the service closer together than it counts.
 WINDOW_MARGIN = 0.2
+#: Where a key's budget is shared: between the processes of a machine, or within one process.
+SCOPES = frozenset({"host", "process"})
 #: A caller that wakes later than this after its slot gives the slot up and reserves another: a
 #: busy event loop must not bunch several late calls together with the next window's calls.
 LATE_TOLERANCE = 0.05
@@ -170,7 +172,7 @@ def limiter_for(identity: str, rate_per_second: float, scope: str = "host") -> S
     """
     if rate_per_second <= 0:
         raise ValueError("rate_per_second must be positive")
-    if scope not in ("host", "process"):
+    if scope not in SCOPES:
         raise ValueError("rate_limit_scope must be 'host' or 'process'")
     with _registry_lock:
         key = (identity, rate_per_second, scope)

@@ -1,16 +1,25 @@
-"""The contract's retry-safety rules, in one place for the sync and the async hook.
+"""The contract's retry-safety rules and the one retry loop, for the sync and the async transport.
 
 Reads (``task/progress``) may be resent after any transient failure. Paid calls (``imagine``,
 ``button``) have no idempotency key: they are resent only when the service certainly did not
 receive them (connection refused, 429, 503). Any other failure of a paid call becomes an
 :class:`AmbiguousSubmitError` that says how to find the task instead of paying twice.
+
+The loop itself is tenacity's: :meth:`RetryPolicy.retrying` and :meth:`RetryPolicy.aretrying` build
+``Retrying``/``AsyncRetrying`` from the same stop, wait and retry rules, so both transports retry
+alike; only the body of an attempt differs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from airflow_provider_lotimage.api import SUBMIT_SAFE_RETRY_STATUSES
 from airflow_provider_lotimage.exceptions import (
@@ -19,37 +28,119 @@ from airflow_provider_lotimage.exceptions import (
     RateLimitedError,
     ServiceUnreachableError,
 )
+from airflow_provider_lotimage.ratelimit import SlidingWindowLimiter
+from airflow_provider_lotimage.transport import Call
 
 
 def certainly_not_received(error: LotImageError) -> bool:
-    """Whether the service surely did not act on the request that raised ``error``."""
+    """Return whether the service surely did not act on the request that raised ``error``."""
     if isinstance(error, ServiceUnreachableError):
         return True
     return error.status in SUBMIT_SAFE_RETRY_STATUSES or error.http_status in SUBMIT_SAFE_RETRY_STATUSES
 
 
+def ambiguous(error: LotImageError, call: str) -> AmbiguousSubmitError:
+    """Return the error that replaces a paid call's failure when the task may exist."""
+    return AmbiguousSubmitError(
+        f"The {call} call may have created a paid LotImage task ({error.message}); it was not "
+        "sent again, so as not to pay twice. Before re-running, look for a task created around "
+        f"{datetime.now(UTC).isoformat(timespec='seconds')} in your LotImage account (or at the "
+        "webhook, if one was set) and follow it with TaskProgressSensor(lotimage_task_id=...).",
+        http_status=error.http_status,
+        status=error.status,
+    )
+
+
+class WarningLog(Protocol):
+    """Where a retry is reported: any logger (stdlib or Airflow's structlog) will do."""
+
+    def warning(self, msg: str, /, *args: Any) -> Any: ...
+
+
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, LotImageError) and error.retryable
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how long to wait before resending one call."""
+    """How often and how long to wait before resending one call.
+
+    :param max_attempts: attempts in all, the first included.
+    :param base_delay: the first back-off, in seconds; it doubles with each attempt.
+    :param max_delay: the longest back-off, in seconds (a ``Retry-After`` may ask for longer).
+    """
 
     max_attempts: int = 6
     base_delay: float = 1.0
     max_delay: float = 30.0
 
-    def next_delay(self, error: LotImageError, attempt: int, *, paid: bool, call: str) -> float:
-        """Seconds to wait before attempt ``attempt + 1``; raises when the call must not be resent."""
-        if paid and error.retryable and not certainly_not_received(error):
-            raise AmbiguousSubmitError(
-                f"The {call} call may have created a paid LotImage task ({error.message}); it was not "
-                "sent again, so as not to pay twice. Before re-running, look for a task created around "
-                f"{datetime.now(UTC).isoformat(timespec='seconds')} in your LotImage account (or at the "
-                "webhook, if one was set) and follow it with TaskProgressSensor(lotimage_task_id=...).",
-                http_status=error.http_status,
-                status=error.status,
-            ) from error
-        if not error.retryable or attempt >= self.max_attempts:
-            raise error
+    @contextlib.contextmanager
+    def judged(self, call: Call[Any]) -> Iterator[None]:
+        """Let an attempt's error through, unless it is a paid call's that cannot be resent safely.
+
+        :raises AmbiguousSubmitError: a paid call failed in a way that may have created the task.
+        """
+        try:
+            yield
+        except LotImageError as error:
+            if call.paid and error.retryable and not certainly_not_received(error):
+                raise ambiguous(error, call.name) from error
+            raise
+
+    def delay(self, error: BaseException | None, attempt: int) -> float:
+        """Return the seconds to wait after failed attempt ``attempt``.
+
+        A 429's ``Retry-After`` wins; otherwise exponential back-off with jitter, so callers that
+        failed together do not come back together.
+        """
         if isinstance(error, RateLimitedError) and error.retry_after is not None:
             return error.retry_after + random.uniform(0.0, 0.25)
         backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
         return backoff * random.uniform(0.5, 1.0)
+
+    def retrying(
+        self, call: Call[Any], limiter: SlidingWindowLimiter, log: WarningLog, **rules: Any
+    ) -> Retrying:
+        """Return tenacity's loop for one sync call (see :meth:`rules`)."""
+        return Retrying(**self.rules(call, limiter, log, **rules))
+
+    def aretrying(
+        self, call: Call[Any], limiter: SlidingWindowLimiter, log: WarningLog, **rules: Any
+    ) -> AsyncRetrying:
+        """Return tenacity's loop for one async call (see :meth:`rules`)."""
+        return AsyncRetrying(**self.rules(call, limiter, log, **rules))
+
+    def rules(
+        self, call: Call[Any], limiter: SlidingWindowLimiter, log: WarningLog, *, give_back: bool = False
+    ) -> dict[str, Any]:
+        """Retry what is retryable, at most ``max_attempts`` times, then raise the last error.
+
+        Before each sleep a 429 holds the key's limiter back for everybody, not just this caller.
+
+        :param give_back: return the last error instead of raising it once the attempts are spent.
+            Waiting loops count such a read failure as "no progress" (their stall and overall
+            timeouts bound it); errors that are not retryable are raised all the same.
+        """
+
+        def wait(state: RetryCallState) -> float:
+            return self.delay(state.outcome.exception() if state.outcome else None, state.attempt_number)
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            seconds = state.next_action.sleep if state.next_action else 0.0
+            if isinstance(error, RateLimitedError):
+                limiter.block_for(seconds)
+            log.warning("LotImage %s failed (%s); retrying in %.1f s", call.name, error, seconds)
+
+        return {
+            "retry": retry_if_exception(_retryable),
+            "stop": stop_after_attempt(self.max_attempts),
+            "wait": wait,
+            "before_sleep": before_sleep,
+            "reraise": True,
+            "retry_error_callback": _last_error if give_back else None,
+        }
+
+
+def _last_error(state: RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome else None

@@ -17,6 +17,10 @@ Admin endpoints (no auth): ``GET /_emulator/health``, ``GET /_emulator/stats``,
 ``GET|POST /_emulator/config``, ``POST /_emulator/reset``; pictures at
 ``GET /_emulator/images/<token>.png``. The emulator imports nothing of Airflow.
 
+HTTPS: pass ``ssl_context=`` (a server :class:`ssl.SSLContext` holding the certificate and key) to
+:class:`Emulator` or :func:`run_emulator`, so clients can be tested against a private CA, mutual
+TLS or a proxy tunnelling ``CONNECT``; ``url`` and the picture links then start with ``https://``.
+
 ``stats()`` / ``GET /_emulator/stats`` (keys appear only as ``key_id`` fingerprints)::
 
     {"requests": {"imagine": n, "progress": n, "button": n},        # every call received
@@ -47,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -54,8 +59,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from airflow_provider_lotimage.emulator.app import EmulatorApp
-from airflow_provider_lotimage.emulator.engine import EmulatorConfig, Engine, key_id
+from airflow_provider_lotimage.emulator.config import EmulatorConfig
+from airflow_provider_lotimage.emulator.engine import Engine
 from airflow_provider_lotimage.emulator.faults import DEFAULT_COUNT, FaultBook, FaultRule
+from airflow_provider_lotimage.emulator.models import key_id
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -74,12 +81,27 @@ class Emulator:
     server thread only touches it through the same methods.
     """
 
-    def __init__(self, config: EmulatorConfig | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        **overrides: Any,
+    ) -> None:
+        """``overrides`` replace fields of ``config``; ``ssl_context`` makes the server speak TLS.
+
+        The TLS context is a transport setting fixed for the server's life, not a behaviour knob,
+        so it stays out of :class:`EmulatorConfig`, whose fields ``stats()["config"]`` serialises
+        and ``set_config``/``reset`` change at runtime. Picture links follow the scheme because
+        the app builds them from each request's own scheme and ``Host``.
+        """
         config = config or EmulatorConfig()
         if overrides:
             config = dataclasses.replace(config, **overrides)
         self.fault_book = FaultBook()
         self.engine = Engine(config, self.fault_book)
+        #: The server TLS context, or ``None`` for plain HTTP.
+        self.ssl_context = ssl_context
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -131,7 +153,7 @@ class Emulator:
         try:
             await runner.setup()
             config = self.engine.config
-            site = web.TCPSite(runner, config.host, config.port)
+            site = web.TCPSite(runner, config.host, config.port, ssl_context=self.ssl_context)
             await site.start()
             addresses = runner.addresses
             self._port = int(addresses[0][1])
@@ -193,10 +215,15 @@ class Emulator:
         return self._port
 
     @property
+    def scheme(self) -> str:
+        """``https`` when served with an ``ssl_context``, else ``http``."""
+        return "https" if self.ssl_context is not None else "http"
+
+    @property
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:8765``; use it as the connection host."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     @property
     def api_key(self) -> str | None:
@@ -259,9 +286,11 @@ class Emulator:
 
 
 @contextlib.contextmanager
-def run_emulator(config: EmulatorConfig | None = None, **overrides: Any) -> Iterator[Emulator]:
-    """Run an emulator for the duration of a ``with`` block."""
-    emulator = Emulator(config, **overrides).start()
+def run_emulator(
+    config: EmulatorConfig | None = None, *, ssl_context: ssl.SSLContext | None = None, **overrides: Any
+) -> Iterator[Emulator]:
+    """Run an emulator for the duration of a ``with`` block (over TLS when given ``ssl_context``)."""
+    emulator = Emulator(config, ssl_context=ssl_context, **overrides).start()
     try:
         yield emulator
     finally:

@@ -1,8 +1,8 @@
 """``lotimage-emulator`` / ``python -m airflow_provider_lotimage.emulator``: run the emulator.
 
 Prints exactly one line, ``LotImage emulator listening on http://HOST:PORT`` (the real port
-when ``--port 0``), once it accepts connections, so scripts can wait for it, then serves until
-SIGTERM or SIGINT. Keys are never printed or logged.
+when ``--port 0``; ``https://`` with ``--tls-cert``/``--tls-key``), once it accepts connections, so
+scripts can wait for it, then serves until SIGTERM or SIGINT. Keys are never printed or logged.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 from typing import TYPE_CHECKING
@@ -68,14 +69,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="word that makes a prompt banned (repeatable; default nsfw)",
     )
     parser.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="PATH",
+        help="PEM certificate (chain) to serve HTTPS, e.g. signed by a private test CA; needs --tls-key",
+    )
+    parser.add_argument("--tls-key", default=None, metavar="PATH", help="PEM private key of --tls-cert")
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
     )
     return parser
 
 
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server context from PEM files, so clients can be tested against a private CA over HTTPS.
+
+    Raises ``OSError`` for unreadable files and ``ssl.SSLError`` for a bad or mismatched pair.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run until SIGTERM/SIGINT; return the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
     env_keys = [k.strip() for k in os.environ.get(KEYS_ENV, "").split(",") if k.strip()]
     args.keys = (args.keys or []) + env_keys or None
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -98,6 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"lotimage-emulator: {exc}", file=sys.stderr)
         return 2
+    try:
+        context = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    except OSError as exc:  # ssl.SSLError is an OSError; neither names the file
+        print(f"lotimage-emulator: cannot load {args.tls_cert} / {args.tls_key}: {exc}", file=sys.stderr)
+        return 2
 
     stop = threading.Event()
 
@@ -105,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    emulator = Emulator(config)
+    emulator = Emulator(config, ssl_context=context)
     try:
         emulator.start()
     except OSError as exc:
@@ -113,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         shown = f"[{args.host}]" if ":" in args.host else args.host
-        print(f"LotImage emulator listening on http://{shown}:{emulator.port}", flush=True)
+        print(f"LotImage emulator listening on {emulator.scheme}://{shown}:{emulator.port}", flush=True)
         while not stop.wait(0.5):
             pass
     finally:

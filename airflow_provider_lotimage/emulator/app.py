@@ -22,11 +22,13 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from airflow_provider_lotimage.api import BUTTON_PATH, IMAGINE_PATH, PROGRESS_PATH
 from airflow_provider_lotimage.emulator import render
 from airflow_provider_lotimage.emulator.faults import DEFAULT_ERR_MESSAGES, FaultError, FaultRule
+from airflow_provider_lotimage.emulator.rules import bearer
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
-    from airflow_provider_lotimage.emulator.engine import Answer, Engine, ImageRef, Task
+    from airflow_provider_lotimage.emulator.engine import Engine
+    from airflow_provider_lotimage.emulator.models import Answer, ImageRef, Task
 
 log = logging.getLogger("airflow_provider_lotimage.emulator")
 
@@ -166,7 +168,7 @@ class EmulatorApp:
     async def handle_api(self, request: web.Request, endpoint: str) -> web.StreamResponse:
         """Faults before, the engine, faults after: the order a proxy in front of the service sees."""
         engine = self.engine
-        key = engine.bearer(request.headers.get("Authorization"))
+        key = bearer(request.headers.get("Authorization"))
         engine.note_request(endpoint, key)
         raw = await request.read()
         spoilt = await self._request_faults(request, endpoint, None, after=False)

@@ -8,30 +8,19 @@ button changed since is submitted afresh rather than confused with the old one.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, conf
-from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.providers.common.compat.sdk import BaseOperator, ResumableJobMixin, conf
 
-from airflow_provider_lotimage.exceptions import (
-    AmbiguousSubmitError,
-    AuthError,
-    InvalidRequestError,
-    LotImageInputError,
-    QuotaExhaustedError,
-    TaskFailedError,
-    TaskNotFoundError,
-    TaskStalledError,
-)
+from airflow_provider_lotimage.exceptions import TaskFailedError, TaskNotFoundError, TaskStalledError
+from airflow_provider_lotimage.failures import fail_fast
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
+from airflow_provider_lotimage.templating import is_template
 from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger, result_from_event
 from airflow_provider_lotimage.validation import validate_cutting, validate_webhook
 from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT
@@ -41,20 +30,6 @@ if TYPE_CHECKING:
 
 #: XCom key of the submitted taskId, pushed as soon as the service returns it.
 TASK_ID_XCOM_KEY = "lotimage_task_id"
-
-#: Errors that no retry of the same task can fix; they fail the task without Airflow retries.
-#: An ambiguous submit is among them: a blind retry is exactly what could pay twice.
-_FINAL = (AuthError, InvalidRequestError, QuotaExhaustedError, AmbiguousSubmitError, LotImageInputError)
-
-
-@contextlib.contextmanager
-def fail_fast(*also: type[Exception]) -> Iterator[None]:
-    """Turn errors that retries cannot fix (and ``also`` these) into ``AirflowFailException``."""
-    final: tuple[type[Exception], ...] = (*_FINAL, *also)
-    try:
-        yield
-    except final as err:
-        raise AirflowFailException(f"{type(err).__name__}: {err}") from err
 
 
 class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
@@ -92,7 +67,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         self.lotimage_conn_id = lotimage_conn_id
         self.cutting = validate_cutting(cutting)
         self.webhook = webhook
-        if isinstance(webhook, str) and "{{" not in webhook and "{%" not in webhook:
+        if not is_template(webhook):
             validate_webhook(webhook)  # fail at parse time when the value is already known
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
@@ -122,13 +97,13 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     # -- execution -------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        with fail_fast():
+        with fail_fast(resubmits=True):
             self.validate()
             return self.execute_resumable(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: validate its event, then return the result dict."""
-        with fail_fast():
+        with fail_fast(resubmits=True):
             try:
                 result = result_from_event(event)
             except (TaskStalledError, TaskFailedError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_lotimage.operators._submit import LotImageSubmitOperator
+from airflow_provider_lotimage.templating import is_template
 from airflow_provider_lotimage.validation import validate_button, validate_task_id
 
 
@@ -23,7 +24,7 @@ class ButtonOperator(LotImageSubmitOperator):
         super().__init__(**kwargs)
         self.lotimage_task_id = lotimage_task_id
         self.button = button
-        if isinstance(button, str) and "{{" not in button:
+        if not is_template(button):
             validate_button(button)  # fail at parse time when the value is already known
 
     def validate(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_lotimage.operators._submit import LotImageSubmitOperator
+from airflow_provider_lotimage.templating import is_template
 from airflow_provider_lotimage.validation import validate_prompt
 
 
@@ -23,7 +24,7 @@ class ImagineOperator(LotImageSubmitOperator):
     def __init__(self, *, prompt: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.prompt = prompt
-        if isinstance(prompt, str) and "{{" not in prompt and "{%" not in prompt:
+        if not is_template(prompt):
             validate_prompt(prompt)  # fail at parse time when the value is already known
 
     def validate(self) -> None:

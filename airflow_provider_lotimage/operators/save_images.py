@@ -49,9 +49,10 @@ from airflow_provider_lotimage.images import (
     PICTURE_FORMATS,
     fetch_picture,
     picture_info,
-    redact_url,
     split_grid,
 )
+from airflow_provider_lotimage.redaction import redact_url
+from airflow_provider_lotimage.templating import fixed_part
 from airflow_provider_lotimage.validation import validate_cutting, validate_task_id
 
 if TYPE_CHECKING:
@@ -64,7 +65,6 @@ if TYPE_CHECKING:
 DEFAULT_CONN_ID = "lotimage_default"
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 _MAX_ID_LENGTH = 100
-_TEMPLATE_START = re.compile(r"\{\{|\{%|\{#")
 
 
 def safe_task_id(task_id: str) -> str:
@@ -79,12 +79,15 @@ def _stem(task_id: str, index: int) -> str:
     return f"{safe_task_id(task_id)}_{index}"
 
 
+def _fixed_directory(destination: str) -> str:
+    """The directory part of ``destination`` that no template can change (all of it if literal)."""
+    fixed = fixed_part(destination)
+    return destination if fixed == destination else fixed.rpartition("/")[0]
+
+
 def asset_for_destination(destination: str | ObjectStoragePath) -> Asset:
     """Derive the outlet Asset from the non-templated prefix of ``destination`` (see module doc)."""
-    text = str(destination)
-    match = _TEMPLATE_START.search(text)
-    if match:
-        text = text[: match.start()].rpartition("/")[0]
+    text = _fixed_directory(str(destination))
     if not urlsplit(text).scheme and text.startswith("/"):
         text = "file://" + text
     parts = urlsplit(text)
@@ -299,10 +302,7 @@ class SaveImagesOperator(BaseOperator):
         if isinstance(destination, str) and not destination.strip():
             raise LotImageInputError("destination must not be empty")
         if isinstance(destination, str | ObjectStoragePath):
-            fixed = str(destination)
-            if match := _TEMPLATE_START.search(fixed):  # check the part known at parse time
-                fixed = fixed[: match.start()].rpartition("/")[0]
-            _refuse_dot_segments(fixed)
+            _refuse_dot_segments(_fixed_directory(str(destination)))  # the part known at parse time
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
             raise LotImageInputError(f"max_bytes must be a positive int, got {max_bytes!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:

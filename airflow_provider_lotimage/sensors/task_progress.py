@@ -6,12 +6,11 @@ import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
 
-from airflow_provider_lotimage.exceptions import TaskFailedError, TaskNotFoundError
+from airflow_provider_lotimage.failures import fail_fast
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
-from airflow_provider_lotimage.operators._submit import fail_fast
 from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger, result_from_event
 from airflow_provider_lotimage.validation import validate_task_id
 from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWatch
@@ -19,8 +18,6 @@ from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWat
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: A sensor only reads: re-reading a failed or unknown task on retry would give the same answer.
-_FINAL_FOR_SENSOR = (TaskFailedError, TaskNotFoundError)
 #: Task-state key where reschedule mode keeps the watch between pokes.
 WATCH_STATE_KEY = "lotimage_progress_watch"
 
@@ -65,7 +62,7 @@ class TaskProgressSensor(BaseSensorOperator):
         return LotImageHook(self.lotimage_conn_id)
 
     def execute(self, context: Context) -> Any:
-        with fail_fast():
+        with fail_fast(resubmits=False):
             self.lotimage_task_id = validate_task_id(self.lotimage_task_id)
         # The extra link is computed whenever the task finishes or defers: give it a value early.
         context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value="")
@@ -84,12 +81,12 @@ class TaskProgressSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger fired: validate its event and return the result dict."""
-        with fail_fast(*_FINAL_FOR_SENSOR):
+        with fail_fast(resubmits=False):
             return record_result(context, result_from_event(event))
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         watch = self._load_watch(context)
-        with fail_fast(*_FINAL_FOR_SENSOR):
+        with fail_fast(resubmits=False):
             done = watch.step(self.hook.poll_once(self.lotimage_task_id))
         self._save_watch(context, watch)
         if watch.moved:

@@ -9,16 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_lotimage.exceptions import (
-    AuthError,
-    InvalidRequestError,
-    LotImageError,
-    QuotaExhaustedError,
-    TaskFailedError,
-    TaskNotFoundError,
-    TaskStalledError,
-    TaskTimeoutError,
-)
+from airflow_provider_lotimage.exceptions import LotImageError, TaskTimeoutError, error_class
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWatch
 
@@ -97,20 +88,6 @@ class TaskProgressTrigger(BaseTrigger):
         yield TriggerEvent({**base, "status": "success", "result": done.to_result()})
 
 
-#: Error types that a retry of the same request cannot fix.
-_FINAL_ERRORS: dict[str, type[LotImageError]] = {
-    cls.__name__: cls
-    for cls in (
-        AuthError,
-        InvalidRequestError,
-        QuotaExhaustedError,
-        TaskNotFoundError,
-        TaskFailedError,
-        TaskStalledError,
-    )
-}
-
-
 def result_from_event(event: Any) -> dict[str, Any]:
     """Check a trigger event and return its result dict, or raise what went wrong.
 
@@ -122,8 +99,9 @@ def result_from_event(event: Any) -> dict[str, Any]:
     if event["status"] == "timeout":
         raise TaskTimeoutError(str(event.get("message") or "LotImage task timed out"), task_id=None)
     if event["status"] == "error":
-        error_cls = _FINAL_ERRORS.get(str(event.get("error_type")), LotImageError)
-        raise error_cls(str(event.get("message") or "LotImage task failed"), task_id=None)
+        raise error_class(str(event.get("error_type")))(
+            str(event.get("message") or "LotImage task failed"), task_id=None
+        )
     result = event.get("result")
     if (
         not isinstance(result, dict)

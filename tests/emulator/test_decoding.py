@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_lotimage.emulator.app import decode_params
-from airflow_provider_lotimage.emulator.engine import parse_bool
+from airflow_provider_lotimage.emulator.rules import parse_bool
 
 PROMPTS = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=80)
 

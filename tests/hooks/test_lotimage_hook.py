@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from airflow_provider_lotimage.async_transport import shared_sessions
 from airflow_provider_lotimage.exceptions import (
     AmbiguousSubmitError,
     AuthError,
@@ -23,7 +24,7 @@ from airflow_provider_lotimage.exceptions import (
     TaskTimeoutError,
     TransientError,
 )
-from airflow_provider_lotimage.hooks.lotimage import LotImageHook, shared_sessions
+from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.retry import RetryPolicy
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.05, max_delay=0.2)

@@ -163,7 +163,7 @@ def test_hook_repr_settings_and_download_session_carry_no_key(
     assert settings.api_key == secret_key  # the key is there, only never shown
     for text in (repr(hook), str(hook), repr(settings), str(settings), repr(vars(hook))):
         assert secret_key not in text, text
-    assert hook._session is not None and secret_key not in repr(hook._session.auth)
+    assert secret_key not in repr(hook.get_conn().auth)
 
     session = hook.get_download_session()
     assert session.auth is None

@@ -26,10 +26,10 @@ from airflow_provider_lotimage.exceptions import ImageDownloadError
 from airflow_provider_lotimage.images import (
     fetch_picture,
     picture_info,
-    redact_url,
     split_grid,
     verify_picture,
 )
+from airflow_provider_lotimage.redaction import redact_url
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 QUADRANT_COLOURS = (RED, GREEN, BLUE, YELLOW)  # top-left, top-right, bottom-left, bottom-right

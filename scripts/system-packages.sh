@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install the Debian packages the test suite needs but pip cannot provide, only when missing.
+#
+# Now: tinyproxy, the real forward HTTP proxy of tests/network (proxy and CONNECT-tunnel tests).
+# Runs `apt-get update` once, then `apt-get install -y --no-install-recommends`, and only when a
+# needed command is absent, so a prepared machine pays nothing. Needs root to install; without
+# root and with something missing it says what to run and exits 1. The package's own system
+# service is never used (the tests start private instances), and Debian does not start it in
+# containers without an init system.
+#
+# Usage: bash scripts/system-packages.sh    (as root, e.g. from `make test` or .ci/run)
+set -euo pipefail
+
+# "command package" pairs: a command the tests run and the Debian package that provides it.
+REQUIRED=(
+    "tinyproxy tinyproxy"
+)
+
+missing=()
+for pair in "${REQUIRED[@]}"; do
+    read -r cmd package <<<"$pair"
+    if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/usr/bin/$cmd" ]; then
+        missing+=("$package")
+    fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "system-packages.sh: missing Debian packages: ${missing[*]}" >&2
+    echo "  install them as root: sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    echo "  (or run: sudo bash scripts/system-packages.sh)" >&2
+    exit 1
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "system-packages.sh: apt-get not found; install ${missing[*]} with this system's package manager" >&2
+    exit 1
+fi
+
+echo "system-packages.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,1 @@
+"""Network test infrastructure: a forward proxy (tinyproxy) and a throw-away CA for HTTPS."""
