@@ -83,7 +83,7 @@ class TaskProgress:
         return self.progress >= 100 and bool(self.image_url)
 
     def to_result(self) -> dict[str, Any]:
-        """The JSON-serialisable dict that sensors and operators push to XCom."""
+        """Return the JSON-serialisable dict that sensors and operators push to XCom."""
         return {
             "lotimage_task_id": self.task_id,
             "prompt": self.prompt,

@@ -10,6 +10,7 @@ contexts), ``trust_env`` the session's own flag. Every trigger of an event loop 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import os
@@ -125,17 +126,21 @@ class AsyncTransport:
         :raises LotImageError: the transport failed, classified by exception type.
         """
         url = self.settings.url(call.path)
-        proxy, proxy_auth = self._proxy(url)
+        proxy, proxy_login = self._proxy(url)
+        # A plain-HTTP request goes to the proxy itself, so its login rides on the request; an
+        # HTTPS one tunnels through CONNECT, which carries the login instead.
+        tunnelled = url.startswith("https://")
+        headers = self._headers if tunnelled or not proxy_login else {**self._headers, **proxy_login}
         try:
             async with session.post(
                 url,
                 json=dict(call.body),
-                headers=self._headers,
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
                 allow_redirects=False,
                 ssl=self._ssl,
                 proxy=proxy,
-                proxy_auth=proxy_auth,
+                proxy_headers=proxy_login if tunnelled else None,
                 trace_request_ctx=_LimitedRequest(self.settings.limiter, slot),
             ) as response:
                 content = await response.read()
@@ -145,16 +150,20 @@ class AsyncTransport:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._failure(exc, proxy) from exc
 
-    def _proxy(self, url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
-        """The proxy ``requests`` would pick for ``url``; credentials moved into ``proxy_auth``."""
+    def _proxy(self, url: str) -> tuple[str | None, dict[str, str] | None]:
+        """Return the proxy ``requests`` would pick for ``url``, and its login as a header.
+
+        ``requests`` reads a proxy's user and password from its URL; aiohttp wants them as a
+        ``Proxy-Authorization`` header (its ``proxy_auth`` argument is deprecated).
+        """
         chosen = requests.utils.select_proxy(url, dict(self.settings.proxies))
         if not chosen:
             return None, None
         proxy_url = yarl.URL(chosen)
         if proxy_url.user is None:
             return chosen, None
-        auth = aiohttp.BasicAuth(proxy_url.user, proxy_url.password or "")
-        return str(proxy_url.with_user(None)), auth
+        token = base64.b64encode(f"{proxy_url.user}:{proxy_url.password or ''}".encode()).decode()
+        return str(proxy_url.with_user(None)), {"Proxy-Authorization": f"Basic {token}"}
 
     def _failure(self, exc: BaseException, proxy: str | None) -> LotImageError:
         """Classify an aiohttp failure by type, as :func:`.transport.requests_failure` does."""
@@ -191,7 +200,7 @@ def ssl_for(settings: ConnectionSettings) -> ssl.SSLContext | bool:
 
 @functools.lru_cache(maxsize=32)
 def _ssl_context(ca_path: str | None, cert: ClientCert) -> ssl.SSLContext:
-    """A client context trusting ``ca_path`` (``None``: verify nothing), presenting ``cert``."""
+    """Build a client context trusting ``ca_path`` (``None``: verify nothing), presenting ``cert``."""
     if ca_path is None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False

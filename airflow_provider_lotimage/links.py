@@ -29,6 +29,7 @@ class LotImagePictureLink(BaseOperatorLink):
     name = "LotImage picture"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        """Return the picture URL the task instance recorded, or ``""`` (no link) if not an http(s) URL."""
         from airflow.sdk.execution_time.xcom import XCom
 
         url = XCom.get_value(ti_key=ti_key, key=IMAGE_URL_XCOM_KEY)

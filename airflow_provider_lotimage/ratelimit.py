@@ -91,15 +91,17 @@ class SlidingWindowLimiter:
                 return slot
 
     def sent(self, slot: float, sent_at: float) -> None:
-        """Report when a call really left. A call that left late (a congested event loop between
-        its slot and the socket) may sit in the service's window together with the next calls, so
-        every call not yet sent is held back one window from it; their holders re-reserve.
+        """Report when a call really left.
+
+        A call that left late (a congested event loop between its slot and the socket) may sit in
+        the service's window together with the next calls, so every call not yet sent is held back
+        one window from it; their holders re-reserve.
         """
         if sent_at - slot > LATE_TOLERANCE:
             self.block_for(sent_at + self.period - self._clock())
 
     def _still_valid(self, slot: float) -> bool:
-        """A slot is given up when its holder woke too late or a late call blocked it meanwhile."""
+        """Check a slot: given up when its holder woke too late or a late call blocked it meanwhile."""
         if self._clock() - slot > LATE_TOLERANCE:
             return False
         return slot >= self._blocked()
@@ -166,7 +168,7 @@ _registry_lock = threading.Lock()
 
 
 def limiter_for(identity: str, rate_per_second: float, scope: str = "host") -> SlidingWindowLimiter:
-    """The one limiter of this process for a key (``identity`` is a digest, never the key itself).
+    """Return the one limiter of this process for a key (``identity`` is a digest, never the key itself).
 
     A fractional rate such as 0.5 becomes one call per two seconds.
     """
@@ -191,5 +193,5 @@ def limiter_for(identity: str, rate_per_second: float, scope: str = "host") -> S
 
 
 def key_identity(base_url: str, api_key: str) -> str:
-    """A short digest naming a (service, key) pair without revealing the key."""
+    """Return a short digest naming a (service, key) pair without revealing the key."""
     return hashlib.sha256(f"{base_url}\0{api_key}".encode()).hexdigest()[:20]

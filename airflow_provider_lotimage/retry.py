@@ -54,7 +54,8 @@ def ambiguous(error: LotImageError, call: str) -> AmbiguousSubmitError:
 class WarningLog(Protocol):
     """Where a retry is reported: any logger (stdlib or Airflow's structlog) will do."""
 
-    def warning(self, msg: str, /, *args: Any) -> Any: ...
+    def warning(self, msg: str, /, *args: Any) -> Any:
+        """Log ``msg``, %-formatted with ``args``, as a warning."""
 
 
 def _retryable(error: BaseException) -> bool:

@@ -68,6 +68,7 @@ class BearerAuth(AuthBase):
         self._api_key = api_key
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        """Add the key's ``Authorization`` header to ``request``."""
         request.headers["Authorization"] = f"Bearer {self._api_key}"
         return request
 
@@ -153,14 +154,14 @@ def requests_failure(exc: requests.RequestException, settings: ConnectionSetting
 
 
 def unreachable(settings: ConnectionSettings) -> ServiceUnreachableError:
-    """The request never left: safe to resend, even a paid one."""
+    """Return the error of a request that never left: safe to resend, even a paid one."""
     return ServiceUnreachableError(
         f"could not connect to LotImage at {settings.base_url} (connection refused or host unknown)"
     )
 
 
 def tls_failure(exc: BaseException, settings: ConnectionSettings) -> TLSError:
-    """A failed handshake, with the certificate problem and the extra that fixes it."""
+    """Return the error of a failed handshake, with the certificate problem and the extra that fixes it."""
     cause = _find_ssl_error(exc)
     detail = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or type(exc).__name__
     return TLSError(
@@ -171,7 +172,7 @@ def tls_failure(exc: BaseException, settings: ConnectionSettings) -> TLSError:
 
 
 def proxy_failure(exc: BaseException, settings: ConnectionSettings, proxy: str | None = None) -> ProxyError:
-    """The proxy could not be reached or would not forward; names the proxy without credentials."""
+    """Return the error of an unreachable or non-forwarding proxy, named without credentials."""
     shown = redact_url(proxy) if proxy else _proxy_shown(settings)
     return ProxyError(
         f"could not reach LotImage through the proxy {shown} (connection {settings.conn_id!r}, extra "
@@ -185,14 +186,14 @@ def _proxy_shown(settings: ConnectionSettings) -> str:
 
 
 def _reason(exc: BaseException) -> BaseException:
-    """The underlying failure ``requests`` wrapped (urllib3 keeps it in ``MaxRetryError.reason``)."""
+    """Return the underlying failure ``requests`` wrapped (urllib3 keeps it in ``MaxRetryError.reason``)."""
     inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
     reason = getattr(inner, "reason", None)
     return reason if isinstance(reason, BaseException) else inner
 
 
 def _find_ssl_error(exc: BaseException) -> BaseException | None:
-    """The ``ssl.SSLError`` somewhere in an exception's arguments, reasons or chain."""
+    """Find the ``ssl.SSLError`` somewhere in an exception's arguments, reasons or chain."""
     seen: set[int] = set()
     pending: list[Any] = [exc]
     while pending:

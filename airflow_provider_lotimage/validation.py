@@ -14,7 +14,7 @@ from airflow_provider_lotimage.exceptions import LotImageInputError
 
 
 def validate_prompt(prompt: Any, *, name: str = "prompt") -> str:
-    """A non-blank string of at most :data:`MAX_PROMPT_LENGTH` characters."""
+    """Require a non-blank string of at most :data:`MAX_PROMPT_LENGTH` characters."""
     if not isinstance(prompt, str):
         raise LotImageInputError(f"{name} must be a string, got {type(prompt).__name__}")
     text = prompt.strip()
@@ -40,7 +40,7 @@ def validate_webhook(webhook: Any, *, name: str = "webhook") -> str | None:
 
 
 def validate_cutting(cutting: Any, *, name: str = "cutting") -> bool:
-    """A real boolean: ``"false"`` is truthy in Python, so strings are refused rather than guessed."""
+    """Require a real boolean: ``"false"`` is truthy in Python, so strings are refused rather than guessed."""
     if not isinstance(cutting, bool):
         raise LotImageInputError(f"{name} must be True or False, got {cutting!r}")
     return cutting
@@ -59,7 +59,7 @@ def validate_button(button: Any, *, allowed: Any = None, name: str = "button") -
 
 
 def validate_task_id(task_id: Any, *, name: str = "lotimage_task_id") -> str:
-    """A non-blank taskId string."""
+    """Require a non-blank taskId string."""
     if not isinstance(task_id, str) or not task_id.strip():
         raise LotImageInputError(f"{name} must be a non-empty LotImage taskId, got {task_id!r}")
     return task_id.strip()

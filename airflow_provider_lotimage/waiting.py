@@ -48,6 +48,12 @@ class ProgressWatch:
         timeout: float | None = None,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
     ) -> ProgressWatch:
+        """Begin watching a task now.
+
+        :param task_id: the LotImage taskId.
+        :param timeout: seconds the whole wait may take (``None``: no limit).
+        :param stall_timeout: seconds without progress after which the task counts as stalled.
+        """
         now = time.time()
         return cls(
             task_id=task_id, started_at=now, last_change_at=now, timeout=timeout, stall_timeout=stall_timeout
@@ -112,11 +118,13 @@ class ProgressWatch:
             )
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the watch as plain data for task state or a trigger, without the transient ``moved``."""
         data = asdict(self)
         data.pop("moved", None)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProgressWatch:
+        """Rebuild a watch from :meth:`to_dict`'s output, ignoring keys that are not fields."""
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "moved"}
         return cls(**fields)

@@ -88,7 +88,7 @@ class Emulator:
         ssl_context: ssl.SSLContext | None = None,
         **overrides: Any,
     ) -> None:
-        """``overrides`` replace fields of ``config``; ``ssl_context`` makes the server speak TLS.
+        """Let ``overrides`` replace fields of ``config``; ``ssl_context`` makes the server speak TLS.
 
         The TLS context is a transport setting fixed for the server's life, not a behaviour knob,
         so it stays out of :class:`EmulatorConfig`, whose fields ``stats()["config"]`` serialises
@@ -266,7 +266,7 @@ class Emulator:
             self._app.cache.clear()
 
     def stats(self) -> dict[str, Any]:
-        """The same snapshot as ``GET /_emulator/stats``."""
+        """Return the same snapshot as ``GET /_emulator/stats``."""
         data = self.engine.stats()
         data["renders"] = self._app.cache.renders if self._app is not None else 0
         return data
@@ -277,7 +277,7 @@ class Emulator:
 
     @staticmethod
     def key_id(key: str) -> str:
-        """The fingerprint under which ``stats()`` reports a key."""
+        """Return the fingerprint under which ``stats()`` reports a key."""
         return key_id(key)
 
     def __repr__(self) -> str:

@@ -25,7 +25,7 @@ KEYS_ENV = "LOTIMAGE_EMULATOR_KEYS"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line; defaults mirror the real service except the time scale."""
+    """Build the command line; defaults mirror the real service except the time scale."""
     parser = argparse.ArgumentParser(
         prog="lotimage-emulator", description="Run the offline LotImage emulator."
     )
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
-    """A server context from PEM files, so clients can be tested against a private CA over HTTPS.
+    """Build a server context from PEM files, so clients can be tested against a private CA over HTTPS.
 
     Raises ``OSError`` for unreadable files and ``ssl.SSLError`` for a bad or mismatched pair.
     """

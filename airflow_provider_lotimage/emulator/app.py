@@ -124,7 +124,7 @@ class EmulatorApp:
 
     # ---------------------------------------------------------------------------------- set-up
     def build(self) -> web.Application:
-        """The application with every route; background work starts and stops with it."""
+        """Build the application with every route; background work starts and stops with it."""
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post(IMAGINE_PATH, self._api("imagine"))
         app.router.add_post(PROGRESS_PATH, self._api("progress"))
@@ -273,7 +273,7 @@ class EmulatorApp:
         return _json_response({"tasks": self.engine.task_list()})
 
     async def list_faults(self, _request: web.Request) -> web.Response:
-        """The rules, with how often each has fired."""
+        """List the rules, with how often each has fired."""
         return _json_response({"rules": self.engine.faults.rules()})
 
     async def add_faults(self, request: web.Request) -> web.Response:
@@ -326,7 +326,7 @@ class EmulatorApp:
         return _json_response({"status": 200 if found else 404}, 200 if found else 404)
 
     async def get_config(self, _request: web.Request) -> web.Response:
-        """The current config (keys shown as fingerprints)."""
+        """Return the current config (keys shown as fingerprints)."""
         return _json_response(self.engine.config.public_dict())
 
     async def set_config(self, request: web.Request) -> web.Response:

@@ -22,12 +22,12 @@ STARTUP_ONLY = frozenset({"host", "port"})
 
 
 def _number(value: Any) -> bool:
-    """An int or a float; ``bool`` is an ``int`` to Python but never a meaningful number here."""
+    """Accept an int or a float; ``bool`` is an ``int`` to Python but never a meaningful number here."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _integer(value: Any) -> bool:
-    """An int that is not a bool (JSON ``true`` must not become a count of 1)."""
+    """Accept an int that is not a bool (JSON ``true`` must not become a count of 1)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -37,7 +37,7 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 
 def _strings(value: Any) -> bool:
-    """A JSON list (or tuple) of strings, as keys and banned words arrive."""
+    """Accept a JSON list (or tuple) of strings, as keys and banned words arrive."""
     return isinstance(value, list | tuple) and all(isinstance(item, str) for item in value)
 
 
@@ -97,7 +97,7 @@ class EmulatorConfig:
     png_compress_level: int = 1
 
     def __post_init__(self) -> None:
-        """The one validation of a config: types first, then normalisation, then ranges."""
+        """Do the one validation of a config: types first, then normalisation, then ranges."""
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
             if not _FIELD_TYPES[item.name](value):
@@ -120,7 +120,7 @@ class EmulatorConfig:
             raise ValueError("png_compress_level must be 0..9")
 
     def changed(self, **changes: Any) -> EmulatorConfig:
-        """A copy with runtime ``changes``, validated by ``__post_init__`` like any new config.
+        """Return a copy with runtime ``changes``, validated by ``__post_init__`` like any new config.
 
         Only which fields may change is decided here: host and port name a socket that is already
         bound, and an unknown name is refused with a clearer message than the constructor's.
@@ -142,7 +142,7 @@ class EmulatorConfig:
         return base * self.time_scale
 
     def public_dict(self) -> dict[str, Any]:
-        """The config as JSON, with keys replaced by their fingerprints (never echo secrets)."""
+        """Return the config as JSON, with keys replaced by their fingerprints (never echo secrets)."""
         data = dataclasses.asdict(self)
         data["keys"] = None if self.keys is None else [key_id(key) for key in self.keys]
         data["banned_words"] = list(self.banned_words)

@@ -77,7 +77,7 @@ class Engine:
             return self.config
 
     def _key(self, key: str) -> KeyState:
-        """The state of ``key``, created on first sight (a key is tracked once it calls)."""
+        """Return the state of ``key``, created on first sight (a key is tracked once it calls)."""
         state = self._keys.get(key)
         if state is None:
             state = self._keys[key] = KeyState()
@@ -273,13 +273,13 @@ class Engine:
             self._webhooks.append((task.webhook, self._progress_body(task, shaped=False)))
 
     def _issue(self, task: Task, variant: str, at: float) -> str:
-        """A new unguessable picture link token; its age decides when the link expires."""
+        """Issue a new unguessable picture link token; its age decides when the link expires."""
         token = secrets.token_urlsafe(18)
         self.images[token] = ImageRef(task.id, variant, at)
         return token
 
     def _progress_body(self, task: Task, *, shaped: bool) -> dict[str, Any]:
-        """The ``task/progress`` body; ``shaped`` applies the progress faults (not for webhooks)."""
+        """Build the ``task/progress`` body; ``shaped`` applies the progress faults (not for webhooks)."""
         now = self.clock()
         progress = task.progress_at(now)
         body = rules.progress_body(task, progress)
@@ -330,12 +330,12 @@ class Engine:
             return task_rows(self.tasks, self.clock())
 
     def stats(self) -> dict[str, Any]:
-        """A JSON-ready snapshot of counters (shape documented in the package docstring)."""
+        """Return a JSON-ready snapshot of counters (shape documented in the package docstring)."""
         with self._lock:
             self.advance()
             return self.counters.snapshot(self.tasks, self._keys, self.faults.rules(), self.config)
 
 
 def _accepted(task: Task) -> Answer:
-    """The answer to a paid call that created ``task``: just its id, as the service does."""
+    """Return the answer to a paid call that created ``task``: just its id, as the service does."""
     return Answer(200, {"status": 200, "taskId": task.id}, task_id=task.id)

@@ -131,7 +131,7 @@ class FaultRule:
         return self.endpoint is None or endpoint is None or self.endpoint == endpoint
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of the rule, as accepted by :meth:`from_dict` plus bookkeeping."""
+        """Return the JSON shape of the rule, as accepted by :meth:`from_dict` plus bookkeeping."""
         data = asdict(self)
         data["remaining"] = self.remaining
         data["stage"] = self.stage

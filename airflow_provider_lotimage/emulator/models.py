@@ -23,12 +23,12 @@ TASK_STATES: tuple[str, ...] = ("queued", "running", "finished", "failed", "stal
 
 
 def key_id(key: str) -> str:
-    """A stable, non-secret label for a key, used in statistics instead of the key itself."""
+    """Return a stable, non-secret label for a key, used in statistics instead of the key itself."""
     return "key-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:10]
 
 
 def new_task_id() -> str:
-    """An id shaped like the service's (``0o2f4ja2a1-ka2e-ow1c-br93-9al9ad2``)."""
+    """Make an id shaped like the service's (``0o2f4ja2a1-ka2e-ow1c-br93-9al9ad2``)."""
     alphabet = string.ascii_lowercase + string.digits
     return "-".join("".join(secrets.choice(alphabet) for _ in range(n)) for n in (10, 4, 4, 4, 7))
 
@@ -108,7 +108,7 @@ class Task:
         return self.started + self.duration * self.end_fraction
 
     def progress_at(self, now: float) -> int:
-        """The integer progress the service would show at ``now``."""
+        """Return the integer progress the service would show at ``now``."""
         if self.state == "queued":
             return 0
         if self.state == "finished":
@@ -133,7 +133,7 @@ class Task:
         return variants
 
     def url(self, token: str) -> str:
-        """A picture link on the base URL the client used, so it works behind any host name."""
+        """Return a picture link on the base URL the client used, so it works behind any host name."""
         return f"{self.base_url}/_emulator/images/{token}.png"
 
 

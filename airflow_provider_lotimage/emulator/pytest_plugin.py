@@ -35,7 +35,7 @@ CONN_ID = "lotimage_default"
 
 @pytest.fixture
 def lotimage_api_key() -> str:
-    """The API key the fixture emulators accept."""
+    """Provide the API key the fixture emulators accept."""
     return TEST_API_KEY
 
 
@@ -59,7 +59,7 @@ def lotimage_emulator_factory() -> Iterator[Callable[..., Emulator]]:
 
 @pytest.fixture
 def lotimage_emulator(lotimage_emulator_factory: Callable[..., Emulator]) -> Emulator:
-    """A started emulator with :data:`TEST_DEFAULTS`."""
+    """Provide a started emulator with :data:`TEST_DEFAULTS`."""
     return lotimage_emulator_factory()
 
 

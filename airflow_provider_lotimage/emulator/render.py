@@ -36,7 +36,7 @@ QUADRANT_POSITIONS: dict[int, tuple[int, int]] = {1: (0, 0), 2: (1, 0), 3: (0, 1
 
 
 def quadrant_colour(task_id: str, n: int) -> RGB:
-    """The solid background colour of quadrant ``n`` (1..4) of grid ``task_id``.
+    """Return the solid background colour of quadrant ``n`` (1..4) of grid ``task_id``.
 
     The base hue comes from a hash of the id (so two grids differ) and the four quadrants are
     spread 90 degrees apart (so the quadrants of one grid are far apart).
@@ -56,7 +56,7 @@ def colour_distance(a: RGB, b: RGB) -> float:
 
 
 def dominant_colour(image: Image.Image) -> RGB:
-    """The most frequent colour of ``image``: the tile background, since labels cover little."""
+    """Return the most frequent colour of ``image``: the tile background, since labels cover little."""
     sample = image.convert("RGB").resize((96, 96), Image.Resampling.NEAREST)
     colours: list[tuple[int, Any]] = list(sample.getcolors(maxcolors=96 * 96) or [])
     colour = max(colours, key=lambda item: item[0])[1]
@@ -124,7 +124,7 @@ def draw_tile(task_id: str, n: int, size: int, caption: str = "") -> Image.Image
 
 
 def draw_grid(task_id: str, size: int, prompt: str = "") -> Image.Image:
-    """The 2x2 grid of a task: tiles 1..4 at top-left, top-right, bottom-left, bottom-right."""
+    """Draw the 2x2 grid of a task: tiles 1..4 at top-left, top-right, bottom-left, bottom-right."""
     half = size // 2
     grid = Image.new("RGB", (half * 2, half * 2))
     for n in range(1, 5):
@@ -134,12 +134,12 @@ def draw_grid(task_id: str, size: int, prompt: str = "") -> Image.Image:
 
 
 def draw_upscale(parent_id: str, n: int, size: int, prompt: str = "", task_id: str = "") -> Image.Image:
-    """An upscale of ``U<n>``: the parent's tile ``n`` redrawn alone at ``size``."""
+    """Draw an upscale of ``U<n>``: the parent's tile ``n`` redrawn alone at ``size``."""
     return draw_tile(parent_id, n, size, f"{prompt}\nU{n} of {parent_id}\n{task_id}")
 
 
 def draw_preview(task_id: str, size: int) -> Image.Image:
-    """A blurry low-resolution grid, as Midjourney shows while a job is running."""
+    """Draw a blurry low-resolution grid, as Midjourney shows while a job is running."""
     small = max(8, size // 8)
     return draw_grid(task_id, small).filter(ImageFilter.GaussianBlur(max(1, small // 32)))
 

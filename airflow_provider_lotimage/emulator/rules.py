@@ -44,13 +44,13 @@ Press = tuple[str, str, bool, str | None]
 
 
 def error(status: int, message: str, *, headers: dict[str, str] | None = None) -> Answer:
-    """A refusal in the service's shape: the status repeated in the body next to ``errMessage``."""
+    """Build a refusal in the service's shape: the status repeated in the body next to ``errMessage``."""
     return Answer(status, {"status": status, "errMessage": message}, headers=dict(headers or {}))
 
 
 # ------------------------------------------------------------------------------------ parameters
 def bearer(header: str | None) -> str | None:
-    """The key of an ``Authorization: Bearer <key>`` header, or ``None``."""
+    """Return the key of an ``Authorization: Bearer <key>`` header, or ``None``."""
     if not header:
         return None
     scheme, _, value = header.strip().partition(" ")
@@ -69,7 +69,7 @@ def parse_bool(value: Any) -> bool | None:
 
 
 def request_options(params: dict[str, Any]) -> tuple[bool, str | None] | None:
-    """The optional ``cutting`` and ``webhook`` of imagine/button, or ``None`` when invalid."""
+    """Return the optional ``cutting`` and ``webhook`` of imagine/button, or ``None`` when invalid."""
     raw_cutting = params.get("cutting")
     cutting = False if raw_cutting is None or raw_cutting == "" else parse_bool(raw_cutting)
     if cutting is None:
@@ -99,7 +99,7 @@ def imagine_request(params: dict[str, Any], banned_words: tuple[str, ...]) -> An
 
 
 def progress_request(params: dict[str, Any]) -> Answer | str:
-    """The task id a progress call asks about (trimmed), or the refusal of a missing one."""
+    """Return the task id a progress call asks about (trimmed), or the refusal of a missing one."""
     task_id = params.get("taskId")
     if not isinstance(task_id, str) or not task_id.strip():
         return error(400, MSG_INVALID)
@@ -118,7 +118,7 @@ def button_request(params: dict[str, Any]) -> Answer | Press:
 
 
 def owned(task: Task | None, key: str) -> Answer | Task:
-    """The task if it exists and belongs to ``key``: another key's task is as unknown as none."""
+    """Return the task if it exists and belongs to ``key``: another key's task is as unknown as none."""
     if task is None or task.key != key:
         return error(404, MSG_NOT_FOUND)
     return task
@@ -126,14 +126,14 @@ def owned(task: Task | None, key: str) -> Answer | Task:
 
 # ------------------------------------------------------------------------------------ gatekeeping
 def key_refusal(config: EmulatorConfig, key: str | None) -> Answer | None:
-    """A missing key, or one not configured (when keys are configured), is refused first."""
+    """Refuse a missing key, or one not configured (when keys are configured), before anything else."""
     if key is None or (config.keys and key not in config.keys):
         return error(401, MSG_KEY)
     return None
 
 
 def rate_refusal(state: KeyState, now: float, rate_limit: float | None) -> Answer | None:
-    """The limiter's 429 with ``Retry-After`` when the key's last second is full (``None``: off)."""
+    """Return the limiter's 429 with ``Retry-After`` when the key's last second is full (``None``: off)."""
     if not rate_limit:
         return None
     wait = state.admit(now, rate_limit)
@@ -143,7 +143,7 @@ def rate_refusal(state: KeyState, now: float, rate_limit: float | None) -> Answe
 
 
 def quota_refusal(state: KeyState, today: str, daily_quota: int | None) -> Answer | None:
-    """The 403 once the key spent today's quota; calls refused earlier or by it do not count."""
+    """Return the 403 once the key spent today's quota; calls refused earlier or by it do not count."""
     if daily_quota is None or state.charge_quota(today, daily_quota):
         return None
     return error(403, MSG_QUOTA)
@@ -158,7 +158,7 @@ def buttons_of(task: Task) -> tuple[str, ...]:
 
 
 def button_kind(label: str) -> tuple[str, int | None] | None:
-    """The kind of task a button makes and the quadrant it is about (``None``: no such button)."""
+    """Return the kind of task a button makes and the quadrant it is about (``None``: no such button)."""
     if label in UPSCALE_BUTTONS:
         return "upscale", UPSCALE_BUTTONS.index(label) + 1
     if label in VARIATION_BUTTONS:
@@ -196,7 +196,7 @@ def press(parent: Task, label: str) -> Answer | tuple[str, int | None]:
 
 # --------------------------------------------------------------------------------------- progress
 def progress_body(task: Task, progress: int) -> dict[str, Any]:
-    """The ``task/progress`` body (also the webhook's) of ``task`` showing ``progress``."""
+    """Build the ``task/progress`` body (also the webhook's) of ``task`` showing ``progress``."""
     image_url = ""
     if task.state == "finished" and task.images:
         image_url = task.url(task.images["grid" if task.is_grid else "upscale"])

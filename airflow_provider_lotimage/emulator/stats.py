@@ -61,7 +61,7 @@ class Counters:
         faults: list[dict[str, Any]],
         config: EmulatorConfig,
     ) -> dict[str, Any]:
-        """A JSON-ready ``stats()`` of these counters, the tasks, the keys' use, faults and config."""
+        """Return a JSON-ready ``stats()`` of these counters, the tasks, the keys' use, faults and config."""
         states = Counter(task.state for task in tasks.values())
         peaks = {key_id(key): state.peak for key, state in keys.items()}
         return {

@@ -1,0 +1,1 @@
+"""The LotImage hook: the connection and the calls to the LotImage API."""

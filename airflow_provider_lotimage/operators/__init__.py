@@ -1,0 +1,1 @@
+"""Operators that submit LotImage tasks (imagine, buttons) and save their pictures."""

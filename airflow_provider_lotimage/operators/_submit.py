@@ -91,7 +91,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         raise NotImplementedError
 
     def request_fields(self) -> dict[str, Any]:
-        """What identifies the request, for the crash-safety fingerprint."""
+        """Return what identifies the request, for the crash-safety fingerprint."""
         return {"cutting": self.cutting}
 
     # -- execution -------------------------------------------------------------------------------

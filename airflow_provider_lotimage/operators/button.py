@@ -28,6 +28,7 @@ class ButtonOperator(LotImageSubmitOperator):
             validate_button(button)  # fail at parse time when the value is already known
 
     def validate(self) -> None:
+        """Also check the parent taskId and the button, against the parent's buttons when known."""
         super().validate()
         parent: Any = self.lotimage_task_id
         offered = None
@@ -38,9 +39,11 @@ class ButtonOperator(LotImageSubmitOperator):
         self.button = validate_button(self.button, allowed=offered or None)
 
     def request_fields(self) -> dict[str, Any]:
+        """Add the parent taskId and the button to the fingerprinted fields."""
         return {**super().request_fields(), "parent": self.parent_task_id, "button": self.button}
 
     def submit(self) -> str:
+        """Press the button on the parent task (a paid task) and return the new taskId."""
         return self.hook.press_button(
             self.parent_task_id, self.button, cutting=self.cutting, webhook=self.webhook
         )

@@ -28,11 +28,14 @@ class ImagineOperator(LotImageSubmitOperator):
             validate_prompt(prompt)  # fail at parse time when the value is already known
 
     def validate(self) -> None:
+        """Also check the rendered prompt, keeping it stripped."""
         super().validate()
         self.prompt = validate_prompt(self.prompt)
 
     def request_fields(self) -> dict[str, Any]:
+        """Add the prompt to the fingerprinted fields."""
         return {**super().request_fields(), "prompt": self.prompt}
 
     def submit(self) -> str:
+        """Submit the prompt to ``imagine`` (a paid task) and return the new taskId."""
         return self.hook.imagine(self.prompt, cutting=self.cutting, webhook=self.webhook)

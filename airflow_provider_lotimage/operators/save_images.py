@@ -68,7 +68,7 @@ _MAX_ID_LENGTH = 100
 
 
 def safe_task_id(task_id: str) -> str:
-    """The taskId as a file-name stem: ``[A-Za-z0-9_-]`` only, unique per original id."""
+    """Return the taskId as a file-name stem: ``[A-Za-z0-9_-]`` only, unique per original id."""
     safe = _UNSAFE_ID_CHARS.sub("_", task_id)[:_MAX_ID_LENGTH]
     if safe != task_id:
         safe += "-" + hashlib.sha256(task_id.encode()).hexdigest()[:10]
@@ -80,7 +80,7 @@ def _stem(task_id: str, index: int) -> str:
 
 
 def _fixed_directory(destination: str) -> str:
-    """The directory part of ``destination`` that no template can change (all of it if literal)."""
+    """Return the directory part of ``destination`` that no template can change (all of it if literal)."""
     fixed = fixed_part(destination)
     return destination if fixed == destination else fixed.rpartition("/")[0]
 
@@ -211,7 +211,7 @@ class _Store:
         return _inside(self.directory, f"{stem}.json")
 
     def stored(self, task_id: str, index: int) -> tuple[ObjectStoragePath, dict[str, Any]] | None:
-        """The picture and its sidecar if the pair is complete (see module doc), else None."""
+        """Return the picture and its sidecar if the pair is complete (see module doc), else None."""
         stem = _stem(task_id, index)
         try:
             meta = json.loads(self._sidecar(stem).read_text(encoding="utf-8"))
@@ -324,6 +324,7 @@ class SaveImagesOperator(BaseOperator):
         self.asset = asset
 
     def execute(self, context: Context) -> list[str]:
+        """Store every result's pictures, tell the asset event what was new, and return all paths."""
         results = parse_results(self.result)
         store = _Store(resolve_destination(self.destination))
         paths: list[str] = []
@@ -347,7 +348,7 @@ class SaveImagesOperator(BaseOperator):
         return paths
 
     def _download_session(self) -> requests.Session:
-        """The hook's download session (proxy/TLS from the connection, never the API key)."""
+        """Return the hook's download session (proxy/TLS from the connection, never the API key)."""
         import requests
         from airflow.sdk.exceptions import AirflowNotFoundException
 
@@ -418,7 +419,7 @@ class SaveImagesOperator(BaseOperator):
         return saved
 
     def _stored_grid(self, store: _Store, task_id: str) -> bytes | None:
-        """The stored grid if intact: cutting it needs no download (the link may have expired)."""
+        """Return the stored grid if intact: cutting it needs no download (the link may have expired)."""
         pair = store.stored(task_id, 0)
         if pair is None:
             return None

@@ -59,9 +59,11 @@ class TaskProgressSensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> LotImageHook:
+        """Return the hook of ``lotimage_conn_id``, built on first use."""
         return LotImageHook(self.lotimage_conn_id)
 
     def execute(self, context: Context) -> Any:
+        """Check the taskId, then wait by poking or, when deferrable, in the triggerer."""
         with fail_fast(resubmits=False):
             self.lotimage_task_id = validate_task_id(self.lotimage_task_id)
         # The extra link is computed whenever the task finishes or defers: give it a value early.
@@ -85,6 +87,7 @@ class TaskProgressSensor(BaseSensorOperator):
             return record_result(context, result_from_event(event))
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
+        """Read progress once; finish with the result dict, or raise if the task failed or stalled."""
         watch = self._load_watch(context)
         with fail_fast(resubmits=False):
             done = watch.step(self.hook.poll_once(self.lotimage_task_id))

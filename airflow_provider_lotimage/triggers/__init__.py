@@ -1,0 +1,1 @@
+"""The trigger that waits for a LotImage task in the triggerer."""

@@ -46,6 +46,7 @@ class TaskProgressTrigger(BaseTrigger):
         self.started_at = time.time() if started_at is None else started_at
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Return the classpath and keyword arguments that recreate this trigger in the triggerer."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -69,6 +70,7 @@ class TaskProgressTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until the task is done, then yield the one event (see the class docstring)."""
         hook = LotImageHook(self.lotimage_conn_id)
         watch = self._watch()
         base = {"lotimage_task_id": self.lotimage_task_id}
