@@ -15,7 +15,7 @@ demo: $(STAMP)
 	bash scripts/demo.sh
 
 test: $(STAMP)
-	$(BIN)/ruff check airflow_provider_lotimage tests example_dags benchmarks
+	$(BIN)/ruff check airflow_provider_lotimage tests example_dags benchmarks airflow_harness
 	$(BIN)/mypy
 	$(BIN)/pytest
 

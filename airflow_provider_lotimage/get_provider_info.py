@@ -12,6 +12,44 @@ from airflow_provider_lotimage import __version__
 
 _PKG = "airflow_provider_lotimage"
 
+#: The ``lotimage`` connection type and its form. The network extras (``proxies``, ``verify``,
+#: ``cert``, ``trust_env``) are set in the Extra JSON, as for an HTTP connection.
+_CONNECTION_TYPE: dict[str, Any] = {
+    "connection-type": "lotimage",
+    "hook-class-name": f"{_PKG}.hooks.lotimage.LotImageHook",
+    "hook-name": "LotImage",
+    "ui-field-behaviour": {
+        "hidden-fields": ["schema", "port", "login"],
+        "relabeling": {"host": "Base URL", "password": "API key"},
+        "placeholders": {
+            "host": "https://api.lotimage.com",
+            "password": "the key from your LotImage account",
+        },
+    },
+    "conn-fields": {
+        "rate_limit": {
+            "label": "Calls per second",
+            "description": "Client-side cap on calls a second for this key (LotImage allows 3).",
+            "schema": {"type": ["number", "null"], "minimum": 0.1, "maximum": 100, "default": 3},
+        },
+        "rate_limit_scope": {
+            "label": "Rate limit scope",
+            "description": "'host' shares the cap between all processes of this machine; "
+            "'process' keeps one per process.",
+            "schema": {
+                "type": ["string", "null"],
+                "enum": ["host", "process", None],
+                "default": "host",
+            },
+        },
+        "timeout": {
+            "label": "Request timeout (s)",
+            "description": "Seconds to wait for an answer to one call.",
+            "schema": {"type": ["number", "null"], "minimum": 1, "default": 30},
+        },
+    },
+}
+
 
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider: its hooks, operators, sensors, triggers and the ``lotimage`` connection."""
@@ -41,41 +79,5 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": "LotImage", "python-modules": [f"{_PKG}.sensors.task_progress"]}],
         "triggers": [{"integration-name": "LotImage", "python-modules": [f"{_PKG}.triggers.task_progress"]}],
         "extra-links": [f"{_PKG}.links.LotImagePictureLink"],
-        "connection-types": [
-            {
-                "connection-type": "lotimage",
-                "hook-class-name": f"{_PKG}.hooks.lotimage.LotImageHook",
-                "hook-name": "LotImage",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "login"],
-                    "relabeling": {"host": "Base URL", "password": "API key"},
-                    "placeholders": {
-                        "host": "https://api.lotimage.com",
-                        "password": "the key from your LotImage account",
-                    },
-                },
-                "conn-fields": {
-                    "rate_limit": {
-                        "label": "Calls per second",
-                        "description": "Client-side cap on calls a second for this key (LotImage allows 3).",
-                        "schema": {"type": ["number", "null"], "minimum": 0.1, "maximum": 100, "default": 3},
-                    },
-                    "rate_limit_scope": {
-                        "label": "Rate limit scope",
-                        "description": "'host' shares the cap between all processes of this machine; "
-                        "'process' keeps one per process.",
-                        "schema": {
-                            "type": ["string", "null"],
-                            "enum": ["host", "process", None],
-                            "default": "host",
-                        },
-                    },
-                    "timeout": {
-                        "label": "Request timeout (s)",
-                        "description": "Seconds to wait for an answer to one call.",
-                        "schema": {"type": ["number", "null"], "minimum": 1, "default": 30},
-                    },
-                },
-            }
-        ],
+        "connection-types": [_CONNECTION_TYPE],
     }

@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-from tests.deployment.airflow_deployment import pdeathsig_preexec
+from airflow_harness import pdeathsig_preexec
 
 
 class EmulatorProcess:

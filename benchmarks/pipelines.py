@@ -2,7 +2,7 @@
 
 Each DAG gets a fresh emulator process at the key's real limits (3 calls/s, 3 tasks running at
 once) with durations scaled by ``time_scale``, and a fresh deployment (api-server, scheduler with
-LocalExecutor, dag-processor, triggerer on SQLite; ``tests/deployment/airflow_deployment.py``), so
+LocalExecutor, dag-processor, triggerer on SQLite; ``airflow_harness``), so
 neither run inherits the other's counters, queue or triggerer memory. Both take the same prompts,
 pool, poll interval and worker parallelism.
 
@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from airflow_harness import AirflowDeployment
 from benchmarks.emulator_process import EmulatorProcess, emulator_process
-from tests.deployment.airflow_deployment import AirflowDeployment
 
 REPO = Path(__file__).resolve().parent.parent
 PROVIDER_DAG_FILE = REPO / "example_dags" / "example_lotimage_batch.py"

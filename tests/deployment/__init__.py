@@ -1,1 +1,1 @@
-"""End-to-end tests against a real local Airflow deployment (see ``airflow_deployment``)."""
+"""End-to-end tests against a real local Airflow deployment (see ``airflow_harness``)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .airflow_deployment import AirflowDeployment
+from airflow_harness import AirflowDeployment
 
 HARNESS_DAGS = Path(__file__).parent / "dags"
 

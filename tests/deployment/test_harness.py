@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from .airflow_deployment import AirflowDeployment, pid_alive
+from airflow_harness import AirflowDeployment, pid_alive
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(300)]
 

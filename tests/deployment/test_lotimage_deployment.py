@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from airflow_harness import AirflowDeployment
 from airflow_provider_lotimage.emulator import Emulator, run_emulator
 from airflow_provider_lotimage.emulator.pytest_plugin import TEST_API_KEY
-
-from .airflow_deployment import AirflowDeployment
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(600)]
 

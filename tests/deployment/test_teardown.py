@@ -12,7 +12,8 @@ import time
 import psutil
 import pytest
 
-from .airflow_deployment import AirflowDeployment, pid_alive, session_processes
+from airflow_harness import AirflowDeployment, pid_alive, session_processes
+
 from .conftest import HARNESS_DAGS
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(300)]
