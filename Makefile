@@ -15,6 +15,7 @@ demo: $(STAMP)
 	bash scripts/demo.sh
 
 test: $(STAMP)
+	bash scripts/system-packages.sh
 	$(BIN)/ruff check airflow_provider_lotimage tests example_dags benchmarks airflow_harness
 	$(BIN)/mypy
 	$(BIN)/pytest
