@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml emulator/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ./emulator -e ".[test]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -16,7 +16,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/system-packages.sh
-	$(BIN)/ruff check airflow_provider_lotimage tests example_dags benchmarks airflow_harness
+	$(BIN)/ruff check airflow_provider_lotimage tests example_dags benchmarks airflow_harness emulator
 	$(BIN)/mypy
 	$(BIN)/pytest
 

@@ -44,12 +44,12 @@ class EmulatorProcess:
 
 @contextlib.contextmanager
 def emulator_process(*args: str, env: dict[str, str] | None = None) -> Iterator[EmulatorProcess]:
-    """Start ``python -m airflow_provider_lotimage.emulator --port 0 ARGS``; yield once it listens."""
+    """Start ``python -m lotimage_emulator --port 0 ARGS``; yield once it listens."""
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "airflow_provider_lotimage.emulator",
+            "lotimage_emulator",
             "--port",
             "0",
             "--log-level",

@@ -18,7 +18,7 @@ from benchmarks.pipelines import BASELINE_DAG_FILE, duplicates, make_prompts
 from tests.dag_helpers import register_dag
 
 if TYPE_CHECKING:
-    from airflow_provider_lotimage.emulator import Emulator
+    from lotimage_emulator import Emulator
 
 
 @pytest.fixture

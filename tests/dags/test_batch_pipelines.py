@@ -18,17 +18,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from lotimage_emulator import render
+from lotimage_emulator.pytest_plugin import TEST_DEFAULTS
 from PIL import Image
 
-from airflow_provider_lotimage.emulator import render
-from airflow_provider_lotimage.emulator.pytest_plugin import TEST_DEFAULTS
 from airflow_provider_lotimage.images import split_grid
 from tests.dags.conftest import EXAMPLE_DAGS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow_provider_lotimage.emulator import Emulator
+    from lotimage_emulator import Emulator
 
 GRID_SIZE: int = TEST_DEFAULTS["grid_size"]
 UPSCALE_SIZE = GRID_SIZE // 2

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lotimage_emulator import Emulator, run_emulator
+from lotimage_emulator.pytest_plugin import TEST_API_KEY
 from PIL import Image
 
 from airflow_harness import AirflowDeployment
-from airflow_provider_lotimage.emulator import Emulator, run_emulator
-from airflow_provider_lotimage.emulator.pytest_plugin import TEST_API_KEY
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(600)]
 

@@ -11,7 +11,7 @@ from .helpers import FAST, KEY, Client, Receiver
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from airflow_provider_lotimage.emulator import Emulator
+    from lotimage_emulator import Emulator
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import requests
-
-from airflow_provider_lotimage.emulator import Emulator, EmulatorConfig, run_emulator
+from lotimage_emulator import Emulator, EmulatorConfig, run_emulator
 
 from .helpers import KEY, Client
 
@@ -168,18 +167,8 @@ def test_factory_overrides(lotimage_emulator_factory: Callable[..., Emulator]) -
     assert second.config.mirror_http_status and second.config.time_scale == pytest.approx(1 / 45)
 
 
-def test_plugin_and_emulator_import_no_airflow() -> None:
-    code = (
-        "import sys, airflow_provider_lotimage.emulator.pytest_plugin, airflow_provider_lotimage.emulator;"
-        "import airflow_provider_lotimage.emulator.__main__;"
-        "bad = [m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')];"
-        "assert not bad, bad"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-
-
 def _start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
-    command = [sys.executable, "-m", "airflow_provider_lotimage.emulator", *args]
+    command = [sys.executable, "-m", "lotimage_emulator", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
     line = process.stdout.readline().strip()
@@ -247,7 +236,7 @@ def test_cli_sigint_and_bad_arguments() -> None:
     process.communicate(timeout=15)
     assert process.returncode == 0
     bad = subprocess.run(
-        [sys.executable, "-m", "airflow_provider_lotimage.emulator", "--grid-size", "15"],
+        [sys.executable, "-m", "lotimage_emulator", "--grid-size", "15"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -8,9 +8,8 @@ import pytest
 import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from airflow_provider_lotimage.emulator.app import decode_params
-from airflow_provider_lotimage.emulator.rules import parse_bool
+from lotimage_emulator.app import decode_params
+from lotimage_emulator.rules import parse_bool
 
 PROMPTS = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=80)
 

@@ -24,7 +24,7 @@ from .helpers import KEY, Client
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow_provider_lotimage.emulator import Emulator
+    from lotimage_emulator import Emulator
 
 SAMPLE_PROMPT = "An owl with cat ears hanging on a tree"
 PROGRESS_KEYS = {

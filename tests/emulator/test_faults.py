@@ -7,16 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
+from lotimage_emulator import FaultRule
+from lotimage_emulator.faults import FaultError
 
 from airflow_provider_lotimage.api import parse_progress
-from airflow_provider_lotimage.emulator import FaultRule
-from airflow_provider_lotimage.emulator.faults import FaultError
 from airflow_provider_lotimage.exceptions import MalformedResponseError, TaskFailedError, TransientError
 
 from .helpers import Client
 
 if TYPE_CHECKING:
-    from airflow_provider_lotimage.emulator import Emulator
+    from lotimage_emulator import Emulator
 
 
 def _admin(emu: Emulator, method: str, path: str, body: Any = None) -> requests.Response:

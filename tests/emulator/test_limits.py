@@ -12,7 +12,7 @@ from .helpers import KEY, Client
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow_provider_lotimage.emulator import Emulator
+    from lotimage_emulator import Emulator
 
 RATE_LIMITED = {"status": 429, "errMessage": "Too many requests"}
 

@@ -7,16 +7,15 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
+from lotimage_emulator import render
 from PIL import Image
-
-from airflow_provider_lotimage.emulator import render
 
 from .helpers import Client
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow_provider_lotimage.emulator import Emulator
+    from lotimage_emulator import Emulator
 
 
 def _png(client: Client, url: str) -> Image.Image:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from .helpers import Client, Receiver
 
 if TYPE_CHECKING:
-    from airflow_provider_lotimage.emulator import Emulator
+    from lotimage_emulator import Emulator
 
 
 def _wait_stats(emu: Emulator, name: str, value: int, timeout: float = 3.0) -> None:

@@ -18,9 +18,8 @@ import socket
 from typing import TYPE_CHECKING
 
 import pytest
-
-from airflow_provider_lotimage.emulator import Emulator
-from airflow_provider_lotimage.emulator.pytest_plugin import TEST_DEFAULTS
+from lotimage_emulator import Emulator
+from lotimage_emulator.pytest_plugin import TEST_DEFAULTS
 
 from .proxy import TinyProxy, TinyProxyNotInstalled
 from .tls import TestCA, make_test_ca

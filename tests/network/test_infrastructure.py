@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 import requests
+from lotimage_emulator import run_emulator
+from lotimage_emulator.pytest_plugin import TEST_API_KEY, TEST_DEFAULTS
 
 from airflow_provider_lotimage.api import IMAGINE_PATH, PROGRESS_PATH
-from airflow_provider_lotimage.emulator import run_emulator
-from airflow_provider_lotimage.emulator.pytest_plugin import TEST_API_KEY, TEST_DEFAULTS
 
 from .proxy import TinyProxy, parse_requests
 
 if TYPE_CHECKING:
-    from airflow_provider_lotimage.emulator import Emulator
+    from lotimage_emulator import Emulator
 
     from .tls import TestCA
 
@@ -179,7 +179,7 @@ def test_parse_requests_reads_tinyproxys_format() -> None:
 
 # ------------------------------------------------------------------------------------ CLI
 def test_cli_serves_https(test_ca: TestCA) -> None:
-    command = [sys.executable, "-m", "airflow_provider_lotimage.emulator", "--port", "0"]
+    command = [sys.executable, "-m", "lotimage_emulator", "--port", "0"]
     tls = ["--tls-cert", str(test_ca.server_cert), "--tls-key", str(test_ca.server_key)]
     process = subprocess.Popen(
         [*command, *tls, "--key", TEST_API_KEY, "--log-level", "WARNING"],

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
+from lotimage_emulator import Emulator
+from lotimage_emulator.pytest_plugin import TEST_API_KEY, TEST_DEFAULTS
 
 from airflow_provider_lotimage import api
-from airflow_provider_lotimage.emulator import Emulator
-from airflow_provider_lotimage.emulator.pytest_plugin import TEST_API_KEY, TEST_DEFAULTS
 from airflow_provider_lotimage.exceptions import ProxyError, TaskNotFoundError, TLSError
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.retry import RetryPolicy

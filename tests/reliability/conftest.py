@@ -23,14 +23,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from lotimage_emulator.pytest_plugin import TEST_API_KEY
 
-from airflow_provider_lotimage.emulator.pytest_plugin import TEST_API_KEY
 from tests.dag_helpers import run_dag
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from airflow_provider_lotimage.emulator import Emulator
+    from lotimage_emulator import Emulator
 
 #: Seconds between a sensor's pokes: the fixture emulator finishes an imagine in about 1 s.
 POKE = 0.2

@@ -5,8 +5,9 @@ teardown), ``lotimage_emulator`` (one started with :data:`TEST_DEFAULTS`: an ima
 1 s), ``lotimage_api_key`` (the key it accepts) and ``lotimage_connection`` (points the
 ``lotimage_default`` Airflow connection at it through ``AIRFLOW_CONN_LOTIMAGE_DEFAULT``).
 
-The module is loaded into every pytest run of an environment with the provider installed, so it
-imports nothing heavy at import time and nothing of Airflow at all.
+pytest loads the module (entry point ``pytest11``) into every run of an environment where
+``lotimage-emulator`` is installed, so it imports nothing heavy at import time and nothing of Airflow
+at all; the connection is plain JSON in an environment variable.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from airflow_provider_lotimage.emulator import Emulator
+    from lotimage_emulator import Emulator
 
 #: The key the fixture emulator accepts.
 TEST_API_KEY = "lotimage-test-key-0123456789"
@@ -42,7 +43,7 @@ def lotimage_api_key() -> str:
 @pytest.fixture
 def lotimage_emulator_factory() -> Iterator[Callable[..., Emulator]]:
     """``factory(**overrides) -> Emulator``: started with :data:`TEST_DEFAULTS` plus overrides."""
-    from airflow_provider_lotimage.emulator import Emulator
+    from lotimage_emulator import Emulator
 
     started: list[Emulator] = []
 

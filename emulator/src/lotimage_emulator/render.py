@@ -6,7 +6,7 @@ caption. The four hues of a grid are 90 degrees apart, so they never look alike.
 ``U<n>`` repeats its parent's tile ``n`` (same colour, same label) at ``grid_size // 2``, so a test
 can check that the right quadrant was upscaled::
 
-    from airflow_provider_lotimage.emulator import render
+    from lotimage_emulator import render
     image = PIL.Image.open(io.BytesIO(png_bytes))
     assert render.identify_quadrant(image, parent_task_id) == 3       # an upscale of U3
     assert render.grid_quadrants(grid_image, task_id) == [1, 2, 3, 4]  # a grid in order

@@ -24,6 +24,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lotimage_emulator.contract import MSG_INTERNAL, MSG_QUEUE_FULL, MSG_RATE
+
 ENDPOINTS: tuple[str, ...] = ("imagine", "progress", "button")
 
 #: Which consumption point each fault kind belongs to.
@@ -44,10 +46,10 @@ STAGES: dict[str, str] = {
 _UNLIMITED_BY_DEFAULT = frozenset({"progress_format", "preview_url", "drop_webhooks"})
 PROGRESS_FORMATS: tuple[str, ...] = ("int", "float", "percent_string")
 DEFAULT_ERR_MESSAGES: dict[int, str] = {
-    429: "Too many requests",
-    500: "Internal error",
+    429: MSG_RATE,
+    500: MSG_INTERNAL,
     502: "Bad gateway",
-    503: "Queue full",
+    503: MSG_QUEUE_FULL,
     504: "Gateway timeout",
 }
 _PARAMS = (

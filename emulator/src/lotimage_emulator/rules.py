@@ -10,9 +10,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_lotimage.api import (
+from lotimage_emulator.contract import (
     GRID_BUTTONS,
     MAX_PROMPT_LENGTH,
+    MSG_ALREADY_UPSCALED,
+    MSG_BANNED,
+    MSG_BUTTON_NOT_FOUND,
+    MSG_INVALID,
+    MSG_KEY,
+    MSG_NOT_FINISHED,
+    MSG_NOT_FOUND,
+    MSG_PROMPT_REQUIRED,
+    MSG_QUOTA,
+    MSG_RATE,
     REROLL_BUTTON,
     UPSCALE_BUTTONS,
     UPSCALED_BUTTONS,
@@ -20,22 +30,11 @@ from airflow_provider_lotimage.api import (
     VARY_BUTTONS,
     ZOOM_BUTTONS,
 )
-from airflow_provider_lotimage.emulator.models import Answer, Task, iso_z
+from lotimage_emulator.models import Answer, Task, iso_z
 
 if TYPE_CHECKING:
-    from airflow_provider_lotimage.emulator.config import EmulatorConfig
-    from airflow_provider_lotimage.emulator.models import KeyState
-
-MSG_KEY = "Key verification failed, please check whether the key is correct"
-MSG_PROMPT_REQUIRED = "prompt is required"
-MSG_INVALID = "Invalid parameter"
-MSG_BANNED = "Banned prompt detected"
-MSG_BUTTON_NOT_FOUND = "Button not found"
-MSG_ALREADY_UPSCALED = "Already requested upscale"
-MSG_NOT_FINISHED = "Task is not finished"
-MSG_QUOTA = "Daily request limit reached"
-MSG_NOT_FOUND = "Task not found"
-MSG_RATE = "Too many requests"
+    from lotimage_emulator.config import EmulatorConfig
+    from lotimage_emulator.models import KeyState
 
 #: ``(prompt, cutting, webhook)`` of an accepted imagine call.
 Imagine = tuple[str, bool, str | None]

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow_provider_lotimage.emulator import rules
-from airflow_provider_lotimage.emulator.config import EmulatorConfig
-from airflow_provider_lotimage.emulator.faults import FaultBook
-from airflow_provider_lotimage.emulator.models import (
+from lotimage_emulator import rules
+from lotimage_emulator.config import EmulatorConfig
+from lotimage_emulator.faults import FaultBook
+from lotimage_emulator.models import (
     Answer,
     ImageRef,
     KeyState,
@@ -31,7 +31,7 @@ from airflow_provider_lotimage.emulator.models import (
     format_progress,
     new_task_id,
 )
-from airflow_provider_lotimage.emulator.stats import Counters, task_rows
+from lotimage_emulator.stats import Counters, task_rows
 
 
 class Engine:

@@ -11,11 +11,11 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_lotimage.emulator.models import TASK_STATES, iso_z, key_id
+from lotimage_emulator.models import TASK_STATES, iso_z, key_id
 
 if TYPE_CHECKING:
-    from airflow_provider_lotimage.emulator.config import EmulatorConfig
-    from airflow_provider_lotimage.emulator.models import KeyState, Task
+    from lotimage_emulator.config import EmulatorConfig
+    from lotimage_emulator.models import KeyState, Task
 
 #: Endpoints and webhook outcomes always listed in ``stats()``, even at zero, so tests can index.
 _REQUEST_ENDPOINTS = ("imagine", "progress", "button")

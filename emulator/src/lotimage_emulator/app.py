@@ -1,8 +1,8 @@
 """The emulator's HTTP layer on aiohttp.web: decoding, answer styles, faults, pictures, admin.
 
-aiohttp (already an Airflow dependency) is used rather than a framework on top of ASGI because
-fault injection needs the socket: ``drop_connection`` closes the transport in the middle of a
-request, which an ASGI server does not let an application do.
+aiohttp is used rather than a framework on top of ASGI because fault injection needs the socket:
+``drop_connection`` closes the transport in the middle of a request, which an ASGI server does not
+let an application do.
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ from urllib.parse import parse_qsl
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
-from airflow_provider_lotimage.api import BUTTON_PATH, IMAGINE_PATH, PROGRESS_PATH
-from airflow_provider_lotimage.emulator import render
-from airflow_provider_lotimage.emulator.faults import DEFAULT_ERR_MESSAGES, FaultError, FaultRule
-from airflow_provider_lotimage.emulator.rules import bearer
+from lotimage_emulator import render
+from lotimage_emulator.contract import BUTTON_PATH, IMAGINE_PATH, PROGRESS_PATH
+from lotimage_emulator.faults import DEFAULT_ERR_MESSAGES, FaultError, FaultRule
+from lotimage_emulator.rules import bearer
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
-    from airflow_provider_lotimage.emulator.engine import Engine
-    from airflow_provider_lotimage.emulator.models import Answer, ImageRef, Task
+    from lotimage_emulator.engine import Engine
+    from lotimage_emulator.models import Answer, ImageRef, Task
 
-log = logging.getLogger("airflow_provider_lotimage.emulator")
+log = logging.getLogger("lotimage_emulator")
 
 ADMIN_PREFIX = "/_emulator"
 IMAGE_PREFIX = f"{ADMIN_PREFIX}/images"

@@ -1,10 +1,11 @@
 """An offline LotImage emulator: a real HTTP server on loopback that behaves like the contract.
 
-It exists so the provider can be tested end to end without paying for Midjourney jobs, including
-the failures the real service and its proxies produce (rate limits, 5xx, dropped connections after
-a task was created, stalled or failed tasks, expiring picture links). Quick use::
+It exists so a LotImage client (such as ``airflow-provider-lotimage``) can be tested end to end
+without paying for Midjourney jobs, including the failures the real service and its proxies
+produce (rate limits, 5xx, dropped connections after a task was created, stalled or failed tasks,
+expiring picture links). Quick use::
 
-    from airflow_provider_lotimage.emulator import run_emulator
+    from lotimage_emulator import run_emulator
 
     with run_emulator(keys=["k"], time_scale=0.02, grid_size=256) as emu:
         requests.post(emu.url + "/midjourney/v1/imagine", json={"prompt": "owl"},
@@ -15,7 +16,8 @@ a task was created, stalled or failed tasks, expiring picture links). Quick use:
 Admin endpoints (no auth): ``GET /_emulator/health``, ``GET /_emulator/stats``,
 ``GET /_emulator/tasks``, ``GET|POST|DELETE /_emulator/faults``, ``DELETE /_emulator/faults/<id>``,
 ``GET|POST /_emulator/config``, ``POST /_emulator/reset``; pictures at
-``GET /_emulator/images/<token>.png``. The emulator imports nothing of Airflow.
+``GET /_emulator/images/<token>.png``. The emulator imports nothing of Airflow or of the provider:
+its view of the API is :mod:`.contract`.
 
 HTTPS: pass ``ssl_context=`` (a server :class:`ssl.SSLContext` holding the certificate and key) to
 :class:`Emulator` or :func:`run_emulator`, so clients can be tested against a private CA, mutual
@@ -58,11 +60,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from airflow_provider_lotimage.emulator.app import EmulatorApp
-from airflow_provider_lotimage.emulator.config import EmulatorConfig
-from airflow_provider_lotimage.emulator.engine import Engine
-from airflow_provider_lotimage.emulator.faults import DEFAULT_COUNT, FaultBook, FaultRule
-from airflow_provider_lotimage.emulator.models import key_id
+from lotimage_emulator.app import EmulatorApp
+from lotimage_emulator.config import EmulatorConfig
+from lotimage_emulator.engine import Engine
+from lotimage_emulator.faults import DEFAULT_COUNT, FaultBook, FaultRule
+from lotimage_emulator.models import key_id
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_lotimage.emulator.models import key_id
+from lotimage_emulator.models import key_id
 
 #: Config fields that only make sense at start-up: the socket is bound by the time anyone changes
 #: the config at runtime.

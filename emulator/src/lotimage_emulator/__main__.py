@@ -1,4 +1,4 @@
-"""``lotimage-emulator`` / ``python -m airflow_provider_lotimage.emulator``: run the emulator.
+"""``lotimage-emulator`` / ``python -m lotimage_emulator``: run the emulator.
 
 Prints exactly one line, ``LotImage emulator listening on http://HOST:PORT`` (the real port
 when ``--port 0``; ``https://`` with ``--tls-cert``/``--tls-key``), once it accepts connections, so
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_keys = [k.strip() for k in os.environ.get(KEYS_ENV, "").split(",") if k.strip()]
     args.keys = (args.keys or []) + env_keys or None
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from airflow_provider_lotimage.emulator import Emulator, EmulatorConfig
+    from lotimage_emulator import Emulator, EmulatorConfig
 
     try:
         config = EmulatorConfig(
@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         emulator.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    logging.getLogger("airflow_provider_lotimage.emulator").info("LotImage emulator stopped")
+    logging.getLogger("lotimage_emulator").info("LotImage emulator stopped")
     return 0
 
 
