@@ -18,10 +18,11 @@ test: $(STAMP)
 	bash scripts/system-packages.sh
 	$(BIN)/ruff check airflow_provider_lotimage tests example_dags benchmarks airflow_harness emulator
 	$(BIN)/mypy
+	bash scripts/check-dists.sh
 	$(BIN)/pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) output .airflow_home
+	rm -rf $(VENV) output .airflow_home dist

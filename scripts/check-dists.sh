@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Build the two distributions (provider and emulator: sdist + wheel), check them with
+# `twine check --strict`, and check what each holds: the provider's wheel only what runs in
+# Airflow (no emulator, tests or examples), its sdist the examples, tests and docs; the emulator's
+# wheel no Airflow requirement. Builds without isolation from the venv's setuptools (pinned).
+#
+# Usage: scripts/check-dists.sh [PYTHON]   (default .venv/bin/python); leaves the files in dist/.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="${1:-$root/.venv/bin/python}"
+out="$root/dist"
+rm -rf "$out" && mkdir -p "$out"
+cd "$root"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+"$python" -m build --no-isolation --sdist --wheel --outdir "$out" . >"$log" 2>&1 || { cat "$log"; exit 1; }
+"$python" -m build --no-isolation --sdist --wheel --outdir "$out" emulator >"$log" 2>&1 || { cat "$log"; exit 1; }
+rm -rf build emulator/build ./*.egg-info emulator/src/*.egg-info
+"$python" -m twine check --strict "$out"/*
+"$python" - "$out" <<'PY'
+import sys, tarfile, zipfile
+from pathlib import Path
+
+out = Path(sys.argv[1])
+(wheel,) = out.glob("airflow_provider_lotimage-*.whl")
+(sdist,) = out.glob("airflow_provider_lotimage-*.tar.gz")
+(emu_wheel,) = out.glob("lotimage_emulator-*.whl")
+names = zipfile.ZipFile(wheel).namelist()
+tops = {name.split("/")[0] for name in names}
+assert tops == {"airflow_provider_lotimage", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}, tops
+assert not [n for n in names if "emulator" in n or "/tests/" in n], "the provider wheel holds only what runs"
+assert any(n.endswith("licenses/LICENSE") for n in names) and any(n.endswith("licenses/NOTICE") for n in names)
+members = tarfile.open(sdist).getnames()
+for folder in ("example_dags", "tests", "docs", "LICENSE", "NOTICE", "CHANGELOG.md"):
+    assert any(m.split("/", 1)[1:] and m.split("/", 1)[1].startswith(folder) for m in members), folder
+emu = zipfile.ZipFile(emu_wheel)
+meta = next(n for n in emu.namelist() if n.endswith("METADATA"))
+requires = [l for l in emu.read(meta).decode().splitlines() if l.startswith("Requires-Dist:")]
+assert not [r for r in requires if "airflow" in r.lower()], requires
+print(f"distributions OK: {', '.join(sorted(p.name for p in out.iterdir()))}")
+PY
