@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperatorLink
+from airflow.providers.common.compat.sdk import BaseOperatorLink
 
 from airflow_provider_lotimage.redaction import redact_url
 
 if TYPE_CHECKING:
-    from airflow.sdk import BaseOperator, Context
-    from airflow.sdk.types import TaskInstanceKey
+    from airflow.providers.common.compat.sdk import BaseOperator, Context, TaskInstanceKey
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ class LotImagePictureLink(BaseOperatorLink):
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         """Return the picture URL the task instance recorded, or ``""`` (no link) if not an http(s) URL."""
-        from airflow.sdk.execution_time.xcom import XCom
+        from airflow.providers.common.compat.sdk import XCom
 
         url = XCom.get_value(ti_key=ti_key, key=IMAGE_URL_XCOM_KEY)
         return url if isinstance(url, str) and url.startswith(("http://", "https://")) else ""

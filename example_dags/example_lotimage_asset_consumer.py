@@ -158,7 +158,7 @@ with DAG(
     @task
     def contact_sheet(triggering_asset_events: Any = None, run_id: str | None = None) -> str | None:
         """Write the sheet of the new pictures; skip (no sheet) when nothing is new."""
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.providers.common.compat.sdk import AirflowSkipException
 
         events = [event for group in (triggering_asset_events or {}).values() for event in group]
         if events:

@@ -25,6 +25,16 @@ os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
 import pytest  # noqa: E402  (after the environment above, on purpose)
 
 
+def _install_airflow_shims() -> None:
+    """Let the suite run on Airflow 3.1 and 3.2 too (tests/compat/shims.py; nothing on 3.3)."""
+    from tests.compat import shims
+
+    shims.install()
+
+
+_install_airflow_shims()
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     """A migrated metadata DB in the test AIRFLOW_HOME, made once per session."""

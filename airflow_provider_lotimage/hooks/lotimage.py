@@ -10,7 +10,7 @@ import requests
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_lotimage import api
+from airflow_provider_lotimage import api, connection_form
 from airflow_provider_lotimage.api import TaskProgress
 from airflow_provider_lotimage.async_transport import AsyncTransport
 from airflow_provider_lotimage.connection import ConnectionSettings, read_settings
@@ -24,6 +24,7 @@ from airflow_provider_lotimage.validation import (
     validate_task_id,
     validate_webhook,
 )
+from airflow_provider_lotimage.version_compat import HAS_DECLARATIVE_CONNECTION_FORM
 from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWatch
 
 T = TypeVar("T")
@@ -51,6 +52,20 @@ class LotImageHook(BaseHook):
     conn_type = "lotimage"
     hook_name = "LotImage"
     default_host = api.DEFAULT_BASE_URL
+
+    if not HAS_DECLARATIVE_CONNECTION_FORM:
+        # Airflow 3.1 builds the connection form from the hook; 3.2+ reads get_provider_info and
+        # warns about hooks that define these, so there they do not exist.
+
+        @classmethod
+        def get_ui_field_behaviour(cls) -> dict[str, Any]:
+            """Return the form's standard fields: hidden, relabelled, with placeholders (Airflow 3.1)."""
+            return connection_form.ui_field_behaviour()
+
+        @classmethod
+        def get_connection_form_widgets(cls) -> dict[str, Any]:
+            """Return the form's extra fields as WTForms fields (Airflow 3.1)."""
+            return connection_form.connection_form_widgets()
 
     def __init__(
         self, lotimage_conn_id: str = default_conn_name, *, retry_policy: RetryPolicy | None = None

@@ -3,7 +3,8 @@
 Crash safety comes from Airflow's ``ResumableJobMixin``: the new taskId is written to the task
 state store before any waiting, so a retry after a worker crash reconnects to the task already
 paid for. The stored record also carries a fingerprint of the request, so a task whose prompt or
-button changed since is submitted afresh rather than confused with the old one.
+button changed since is submitted afresh rather than confused with the old one. Below Airflow 3.3
+the record is an Airflow Variable, deleted when the task succeeds (:mod:`..task_state`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperator, ResumableJobMixin, conf
+from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_lotimage.exceptions import TaskFailedError, TaskNotFoundError, TaskStalledError
 from airflow_provider_lotimage.failures import fail_fast
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
+from airflow_provider_lotimage.task_state import ResumableJobMixin, release, task_state
 from airflow_provider_lotimage.templating import is_template
 from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger, result_from_event
 from airflow_provider_lotimage.validation import validate_cutting, validate_webhook
@@ -99,7 +101,9 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     def execute(self, context: Context) -> Any:
         with fail_fast(resubmits=True):
             self.validate()
-            return self.execute_resumable(context)
+            result = self.execute_resumable(context)
+        release(context, self.external_id_key)
+        return result
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: validate its event, then return the result dict."""
@@ -109,7 +113,9 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
             except (TaskStalledError, TaskFailedError):
                 self._forget(context)
                 raise
-            return record_result(context, result)
+            result = record_result(context, result)
+        release(context, self.external_id_key)
+        return result
 
     # -- ResumableJobMixin -----------------------------------------------------------------------
 
@@ -191,7 +197,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
 
     def _forget(self, context: Context) -> None:
         """Mark the stored task as not worth reconnecting to, so a retry submits afresh."""
-        store = context.get("task_state_store")
+        store = task_state(context)
         if store is None:
             return
         stored = store.get(self.external_id_key)

@@ -350,7 +350,7 @@ class SaveImagesOperator(BaseOperator):
     def _download_session(self) -> requests.Session:
         """Return the hook's download session (proxy/TLS from the connection, never the API key)."""
         import requests
-        from airflow.sdk.exceptions import AirflowNotFoundException
+        from airflow.providers.common.compat.sdk import AirflowNotFoundException
 
         from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 

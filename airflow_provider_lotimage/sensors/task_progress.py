@@ -6,11 +6,17 @@ import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.providers.common.compat.sdk import (
+    AirflowSensorTimeout,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
+)
 
 from airflow_provider_lotimage.failures import fail_fast
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
+from airflow_provider_lotimage.task_state import release, task_state
 from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger, result_from_event
 from airflow_provider_lotimage.validation import validate_task_id
 from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWatch
@@ -18,7 +24,8 @@ from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWat
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: Task-state key where reschedule mode keeps the watch between pokes.
+#: Task-state key where reschedule mode keeps the watch between pokes (below Airflow 3.3, the
+#: prefix of the Variable that holds it: see :mod:`airflow_provider_lotimage.task_state`).
 WATCH_STATE_KEY = "lotimage_progress_watch"
 
 
@@ -69,7 +76,11 @@ class TaskProgressSensor(BaseSensorOperator):
         # The extra link is computed whenever the task finishes or defers: give it a value early.
         context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value="")
         if not self.deferrable:
-            return super().execute(context)
+            try:
+                return super().execute(context)
+            except AirflowSensorTimeout:
+                self._drop_watch(context)
+                raise
         self.defer(
             trigger=TaskProgressTrigger(
                 lotimage_task_id=self.lotimage_task_id,
@@ -89,8 +100,12 @@ class TaskProgressSensor(BaseSensorOperator):
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """Read progress once; finish with the result dict, or raise if the task failed or stalled."""
         watch = self._load_watch(context)
-        with fail_fast(resubmits=False):
-            done = watch.step(self.hook.poll_once(self.lotimage_task_id))
+        try:
+            with fail_fast(resubmits=False):
+                done = watch.step(self.hook.poll_once(self.lotimage_task_id))
+        except Exception:
+            self._drop_watch(context)
+            raise
         self._save_watch(context, watch)
         if watch.moved:
             self.log.info("LotImage task %s: %d%%", self.lotimage_task_id, watch.last_progress)
@@ -98,13 +113,14 @@ class TaskProgressSensor(BaseSensorOperator):
             self.log.warning("Could not read LotImage progress (will try again): %s", watch.last_error)
         if done is None:
             return False
+        self._drop_watch(context)
         return PokeReturnValue(is_done=True, xcom_value=record_result(context, done.to_result()))
 
     def _load_watch(self, context: Context) -> ProgressWatch:
         """In poke mode the watch lives on the instance; reschedule mode keeps it in task state."""
         if self._watch is not None:
             return self._watch
-        store = context.get("task_state_store") if self.reschedule else None
+        store = task_state(context) if self.reschedule else None
         saved = store.get(WATCH_STATE_KEY) if store is not None else None
         try_number = context["ti"].try_number
         if (
@@ -118,6 +134,11 @@ class TaskProgressSensor(BaseSensorOperator):
         return self._watch
 
     def _save_watch(self, context: Context, watch: ProgressWatch) -> None:
-        store = context.get("task_state_store") if self.reschedule else None
+        store = task_state(context) if self.reschedule else None
         if store is not None:
             store.set(WATCH_STATE_KEY, {**watch.to_dict(), "try_number": context["ti"].try_number})
+
+    def _drop_watch(self, context: Context) -> None:
+        """Release the watch once the wait is over, where it would outlive the run (below Airflow 3.3)."""
+        if self.reschedule:
+            release(context, WATCH_STATE_KEY)

@@ -1,0 +1,44 @@
+"""The one place where this provider decides what differs between the Airflow versions it runs on.
+
+As in the apache/airflow providers, the rest of the package imports these constants and never
+asks for Airflow's version (or tries an import to find out) itself. Supported: Airflow 3.1, 3.2
+and 3.3.
+
+* :data:`HAS_TASK_STATE_STORE` (3.3): ``context["task_state_store"]`` and the Task SDK's
+  ``ResumableJobMixin`` keep the submitted taskId and the sensor's reschedule watch. Below 3.3
+  :mod:`airflow_provider_lotimage.task_state` keeps them in Airflow Variables instead.
+* :data:`HAS_DECLARATIVE_CONNECTION_FORM` (3.2): Airflow builds the connection form from
+  ``conn-fields`` and ``ui-field-behaviour`` in ``get_provider_info``, and warns about hooks that
+  still define the form methods. Airflow 3.1 only asks the hook, so there the hook defines them
+  (:mod:`airflow_provider_lotimage.connection_form`).
+"""
+
+from __future__ import annotations
+
+
+def get_base_airflow_version_tuple() -> tuple[int, int, int]:
+    """Return Airflow's ``(major, minor, micro)``, without pre-release or local parts."""
+    from airflow import __version__
+    from packaging.version import Version
+
+    airflow_version = Version(__version__)
+    return airflow_version.major, airflow_version.minor, airflow_version.micro
+
+
+AIRFLOW_V_3_2_PLUS: bool = get_base_airflow_version_tuple() >= (3, 2, 0)
+AIRFLOW_V_3_3_PLUS: bool = get_base_airflow_version_tuple() >= (3, 3, 0)
+
+#: Airflow 3.3 (AIP-103): a per-task-instance key/value store that survives retries, and the
+#: SDK's ``ResumableJobMixin`` that writes the submitted job's id to it before waiting.
+HAS_TASK_STATE_STORE: bool = AIRFLOW_V_3_3_PLUS
+
+#: Airflow 3.2: the connection form comes from the provider info; the hook's
+#: ``get_ui_field_behaviour``/``get_connection_form_widgets`` are deprecated there.
+HAS_DECLARATIVE_CONNECTION_FORM: bool = AIRFLOW_V_3_2_PLUS
+
+__all__ = [
+    "AIRFLOW_V_3_2_PLUS",
+    "AIRFLOW_V_3_3_PLUS",
+    "HAS_DECLARATIVE_CONNECTION_FORM",
+    "HAS_TASK_STATE_STORE",
+]
