@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from airflow_provider_lotimage import api
@@ -49,9 +50,13 @@ class ConnectionSettings:
     cert: ClientCert = None
     trust_env: bool = True
 
-    @property
+    @cached_property
     def limiter(self) -> SlidingWindowLimiter:
-        """The rate limiter of this (service, key) pair, shared within its scope."""
+        """The rate limiter of this (service, key) pair, shared within its scope.
+
+        Looked up once per settings object: every call of every trigger asks for it, and the
+        lookup hashes the key and takes the registry's lock.
+        """
         return limiter_for(key_identity(self.base_url, self.api_key), self.rate_limit, self.rate_limit_scope)
 
     def url(self, path: str) -> str:

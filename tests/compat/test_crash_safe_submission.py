@@ -45,32 +45,38 @@ def _assert_released(run: Any, task_id: str, key: str) -> None:
         assert store_record(run.dag_id, run.run_id, task_id, key) is not None
 
 
-def test_wait_failing_after_submit_reconnects_on_retry(lotimage_connection, lotimage_emulator) -> None:
-    """The first try's wait fails after the submit (a progress read slower than the timeout).
-
-    The retry finds the stored taskId, sees the task still running and waits for it: one paid
-    imagine. Below 3.3 that record is a Variable; it is gone once the task succeeded.
-    """
+def _retried_imagine_dag(dag_id: str, seen_at_start: list[Any], **waiting: Any) -> Any:
+    """One waiting ImagineOperator with one retry, noting its record as each try starts."""
     from airflow.sdk import DAG
 
     from airflow_provider_lotimage.operators.imagine import ImagineOperator
 
-    lotimage_emulator.set_config(time_scale=6.0 / 45.0)  # an imagine takes about 6 s
-    lotimage_emulator.add_fault("delay", endpoint="progress", seconds=4, count=1)
-    seen_at_start: list[Any] = []
-    with DAG("compat_crash_reconnect", schedule=None, start_date=START) as dag:
+    with DAG(dag_id, schedule=None, start_date=START) as dag:
         ImagineOperator(
             task_id="imagine",
             prompt="a teapot",
             wait_for_completion=True,
             deferrable=False,
             poll_interval=0.3,
-            timeout=3,
             retries=1,
             retry_delay=timedelta(seconds=0),
             on_execute_callback=_recorder(seen_at_start, SUBMITTED),
+            **waiting,
         )
-    run = run_dag(dag)
+    return dag
+
+
+def test_wait_failing_after_submit_reconnects_on_retry(lotimage_connection, lotimage_emulator) -> None:
+    """The first try's wait fails after the submit (a progress read slower than the timeout).
+
+    The retry finds the stored taskId, sees the task still running and waits for it: one paid
+    imagine. Below 3.3 that record is a Variable; it is gone once the task succeeded.
+    """
+
+    lotimage_emulator.set_config(time_scale=6.0 / 45.0)  # an imagine takes about 6 s
+    lotimage_emulator.add_fault("delay", endpoint="progress", seconds=4, count=1)
+    seen_at_start: list[Any] = []
+    run = run_dag(_retried_imagine_dag("compat_crash_reconnect", seen_at_start, timeout=3))
     assert run.state == "success"
     ti = run.get_task_instance("imagine")
     assert ti.try_number == 2
@@ -117,25 +123,10 @@ def test_record_is_written_before_deferring_and_released_after(
 
 def test_stalled_task_is_abandoned_and_the_retry_pays_afresh(lotimage_connection, lotimage_emulator) -> None:
     """A stall marks the record abandoned: the retry submits a new task instead of reconnecting."""
-    from airflow.sdk import DAG
-
-    from airflow_provider_lotimage.operators.imagine import ImagineOperator
 
     lotimage_emulator.add_fault("stall", progress=46, count=1)
     seen_at_start: list[Any] = []
-    with DAG("compat_stall_abandons", schedule=None, start_date=START) as dag:
-        ImagineOperator(
-            task_id="imagine",
-            prompt="a teapot",
-            wait_for_completion=True,
-            deferrable=False,
-            poll_interval=0.3,
-            stall_timeout=2,
-            retries=1,
-            retry_delay=timedelta(seconds=0),
-            on_execute_callback=_recorder(seen_at_start, SUBMITTED),
-        )
-    run = run_dag(dag)
+    run = run_dag(_retried_imagine_dag("compat_stall_abandons", seen_at_start, stall_timeout=2))
     assert run.state == "success"
     assert lotimage_emulator.stats()["submissions"]["imagine"] == 2
     first, record = seen_at_start
