@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-airflow-3.3 test-airflow-3.1 test-airflow-3.2 bench clean
 
 $(STAMP): pyproject.toml emulator/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,15 +14,22 @@ $(STAMP): pyproject.toml emulator/pyproject.toml constraints.txt
 demo: $(STAMP)
 	bash scripts/demo.sh
 
-test: $(STAMP)
+# The whole suite on the pinned newest Airflow (3.3), then the unit, emulator and DAG tests on the
+# newest 3.1 and 3.2, each in its own virtual environment from constraints/airflow-VERSION.txt.
+test: test-airflow-3.3 test-airflow-3.1 test-airflow-3.2
+
+test-airflow-3.3: $(STAMP)
 	bash scripts/system-packages.sh
 	$(BIN)/ruff check airflow_provider_lotimage tests example_dags benchmarks airflow_harness emulator
 	$(BIN)/mypy
 	bash scripts/check-dists.sh
 	$(BIN)/pytest
 
+test-airflow-3.1 test-airflow-3.2: test-airflow-%:
+	bash scripts/test-airflow.sh $*
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) output .airflow_home dist
+	rm -rf $(VENV) .venv-3.1 .venv-3.2 output .airflow_home dist

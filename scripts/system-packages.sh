@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs but pip cannot provide, only when missing.
 #
-# Now: tinyproxy, the real forward HTTP proxy of tests/network (proxy and CONNECT-tunnel tests).
+# tinyproxy: the real forward HTTP proxy of tests/network (proxy and CONNECT-tunnel tests).
+# postgresql and redis-server: the distributed deployment (tests/distributed): a private Postgres
+# cluster (initdb/pg_ctl) as the metadata database, and Redis servers for Celery and the rate budget.
 # Runs `apt-get update` once, then `apt-get install -y --no-install-recommends`, and only when a
 # needed command is absent, so a prepared machine pays nothing. Needs root to install; without
 # root and with something missing it says what to run and exits 1. The package's own system
@@ -14,12 +16,20 @@ set -euo pipefail
 # "command package" pairs: a command the tests run and the Debian package that provides it.
 REQUIRED=(
     "tinyproxy tinyproxy"
+    "redis-server redis-server"
+    "initdb postgresql"
 )
+
+have() {
+    # Debian keeps the Postgres server programs out of PATH, under /usr/lib/postgresql/<major>/bin.
+    command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ] ||
+        compgen -G "/usr/lib/postgresql/*/bin/$1" >/dev/null
+}
 
 missing=()
 for pair in "${REQUIRED[@]}"; do
     read -r cmd package <<<"$pair"
-    if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/usr/bin/$cmd" ]; then
+    if ! have "$cmd"; then
         missing+=("$package")
     fi
 done

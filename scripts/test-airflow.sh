@@ -3,7 +3,7 @@
 #
 # Creates or refreshes .venv-VERSION from constraints/airflow-VERSION.txt (anew, and only when the
 # constraints or a pyproject.toml changed since, as the Makefile's stamp does), installs the
-# emulator and the provider from this checkout, and runs the unit, emulator and DAG tests
+# emulator and the provider as wheels built from this checkout, and runs the unit, emulator and DAG tests
 # (dag.test(), deferrable included) with an AIRFLOW_HOME of their own. Not run here: the real
 # deployments (tests/deployment), the benchmarks and the thousand-trigger test (tests/triggers),
 # which need Airflow 3.3's deployment harness.
@@ -47,18 +47,29 @@ if stale; then
     # the checkout itself goes in without dependencies (pyproject may still ask for a newer
     # Airflow than the one under test).
     "${PIP[@]}" -r "$CONSTRAINTS"
-    if [ -f emulator/pyproject.toml ]; then
-        "${PIP[@]}" --no-deps -e ./emulator
-    fi
-    "${PIP[@]}" --no-deps -e .
     touch "$STAMP"
     echo "test-airflow.sh: $VENV prepared in $((SECONDS - prepared)) s" >&2
 fi
 
+# The provider and the emulator go in as the wheels built from this checkout, as a user installs
+# them from the package index (not editable): tests/compat/test_installed_package.py then runs
+# Airflow's CLI and the deferrable example from outside the checkout, on the installed wheel.
+WHEELS="$(mktemp -d "${TMPDIR:-/tmp}/lotimage-wheels-$VERSION.XXXXXX")"
+AIRFLOW_HOME="$(mktemp -d "${TMPDIR:-/tmp}/lotimage-airflow-$VERSION.XXXXXX")"
+trap 'rm -rf "$AIRFLOW_HOME" "$WHEELS"' EXIT
+for project in ./emulator .; do
+    "$VENV/bin/python" -m build --no-isolation --wheel --outdir "$WHEELS" "$project" >"$WHEELS/build.log" 2>&1 ||
+        { cat "$WHEELS/build.log"; exit 1; }
+done
+rm -rf build emulator/build ./*.egg-info emulator/src/*.egg-info
+# --no-deps: the constraints pinned every dependency above; `pip check` then proves that the
+# wheels' declared requirements (the Airflow floor, the dependency floors) accept those pins.
+"${PIP[@]}" --no-deps --force-reinstall "$WHEELS"/*.whl
+"$VENV/bin/pip" check --disable-pip-version-check
+export LOTIMAGE_EXPECT_WHEEL=1
+
 bash scripts/system-packages.sh # tinyproxy, for tests/network
 
-AIRFLOW_HOME="$(mktemp -d "${TMPDIR:-/tmp}/lotimage-airflow-$VERSION.XXXXXX")"
-trap 'rm -rf "$AIRFLOW_HOME"' EXIT
 export AIRFLOW_HOME LOTIMAGE_TEST_AIRFLOW_HOME="$AIRFLOW_HOME"
 
 echo "test-airflow.sh: $("$VENV/bin/python" -c 'import airflow; print("Airflow", airflow.__version__)'), AIRFLOW_HOME=$AIRFLOW_HOME" >&2
