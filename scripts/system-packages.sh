@@ -6,9 +6,9 @@
 # cluster (initdb/pg_ctl) as the metadata database, and Redis servers for Celery and the rate budget.
 # Runs `apt-get update` once, then `apt-get install -y --no-install-recommends`, and only when a
 # needed command is absent, so a prepared machine pays nothing. Needs root to install; without
-# root and with something missing it says what to run and exits 1. The package's own system
-# service is never used (the tests start private instances), and Debian does not start it in
-# containers without an init system.
+# root and with something missing it says what to run, and exits 1 only when CI=true. The
+# packages' own system services are never used (the tests start private instances), and Debian
+# does not start them in containers without an init system.
 #
 # Usage: bash scripts/system-packages.sh    (as root, e.g. from `make test` or .ci/run)
 set -euo pipefail
@@ -42,7 +42,12 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "system-packages.sh: missing Debian packages: ${missing[*]}" >&2
     echo "  install them as root: sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
     echo "  (or run: sudo bash scripts/system-packages.sh)" >&2
-    exit 1
+    # Outside CI the suite goes on: the tests that need a missing program say so (the distributed
+    # ones are skipped with the reason). In CI (CI=true) nothing may be skipped for want of a package.
+    if [ "${CI:-}" = "true" ]; then
+        exit 1
+    fi
+    exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then

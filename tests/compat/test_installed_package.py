@@ -47,6 +47,12 @@ def run_airflow(env: dict[str, str], cwd: Path, *args: str, timeout: float = 300
     return output
 
 
+def first_json_list(output: str) -> list:
+    """The JSON list a command printed, ignoring log or warning lines around it."""
+    value, _ = json.JSONDecoder().raw_decode(output, output.index("["))
+    return value
+
+
 def deprecations(output: str) -> set[str]:
     """The deprecation warnings a command printed, one line each."""
     return {line.strip() for line in output.splitlines() if "Deprecat" in line}
@@ -55,10 +61,15 @@ def deprecations(output: str) -> set[str]:
 def test_provider_comes_from_the_installed_distribution(cli_env: dict[str, str], tmp_path: Path) -> None:
     where = subprocess.run(
         [sys.executable, "-c", "import airflow_provider_lotimage as p; print(p.__file__)"],
-        env=cli_env, cwd=tmp_path, capture_output=True, text=True, check=True,
+        env=cli_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     if os.environ.get("LOTIMAGE_EXPECT_WHEEL") == "1":
-        assert "site-packages" in where and not where.startswith(str(REPO_ROOT)), where
+        source = REPO_ROOT / "airflow_provider_lotimage"
+        assert "site-packages" in Path(where).parts and Path(where).parent != source, where
     else:
         assert Path(where).exists(), where
 
@@ -70,14 +81,14 @@ def test_providers_get_lists_the_provider_and_connection_type_without_new_warnin
     baseline = deprecations(run_airflow(cli_env, tmp_path, "version"))
 
     shown = run_airflow(cli_env, tmp_path, "providers", "get", PROVIDER, "--full", "-o", "json")
-    info = json.loads(shown[shown.index("[") :])[0]
+    info = first_json_list(shown)[0]
     assert info["package-name"] == PROVIDER
     (conn_type,) = info["connection-types"]
     assert conn_type["connection-type"] == "lotimage"
     assert conn_type["hook-class-name"] == HOOK_CLASS
 
     hooks_out = run_airflow(cli_env, tmp_path, "providers", "hooks", "-o", "json")
-    hooks = json.loads(hooks_out[hooks_out.index("[") :])
+    hooks = first_json_list(hooks_out)
     ours = [h for h in hooks if h["connection_type"] == "lotimage"]
     assert ours == [
         {
