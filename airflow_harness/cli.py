@@ -17,6 +17,7 @@ from pathlib import Path
 from .deployment import AirflowDeployment
 from .errors import DeploymentError
 from .rest import RunResult
+from .topology import Topology
 
 
 def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
@@ -40,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=300.0, help="seconds for the run to finish")
     run.add_argument("--parse-timeout", type=float, default=90.0, help="seconds for the DAG to be parsed")
     run.add_argument("--parallelism", type=int, default=2)
+    run.add_argument(
+        "--topology",
+        choices=("local", "distributed"),
+        default="local",
+        help="local: SQLite and LocalExecutor; distributed: PostgreSQL, Celery workers and Redis",
+    )
     run.add_argument("--keep-home", action="store_true", help="keep AIRFLOW_HOME (logs, DB) afterwards")
     run.add_argument(
         "--report-slots", action="store_true", help="print worker-slot-seconds per task (waits for workers)"
@@ -74,8 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = _parse_env(args.env)
     except (ValueError, argparse.ArgumentTypeError) as exc:
         parser.error(str(exc))
+    topology = Topology.distributed() if args.topology == "distributed" else Topology.local()
     deployment = AirflowDeployment(
-        args.dags_folder, env=env, parallelism=args.parallelism, keep_home=args.keep_home
+        args.dags_folder, env=env, parallelism=args.parallelism, keep_home=args.keep_home, topology=topology
     )
     print(f"AIRFLOW_HOME={deployment.home} api={deployment.api_url}", flush=True)
     try:

@@ -54,25 +54,54 @@ def build_env(
     *,
     home: Path,
     dags_folder: Path,
-    db_path: Path,
     task_log_dir: Path,
     api_port: int,
     parallelism: int,
+    topology_config: Mapping[str, str],
     extra: Mapping[str, str],
 ) -> dict[str, str]:
-    """Services' environment: the caller's minus any inherited Airflow config, plus ours, plus extra."""
+    """Services' environment: the caller's minus any inherited Airflow config, plus ours, plus extra.
+
+    ``topology_config`` holds what differs between topologies (database, executor, …) and wins
+    over the common settings; the caller's ``extra`` wins over both.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))}
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    env.update(_airflow_config(home, dags_folder, db_path, task_log_dir, api_port, parallelism))
+    env.update(_airflow_config(home, dags_folder, task_log_dir, api_port, parallelism))
+    env.update(topology_config)
     env.update(extra)
     return env
 
 
+def distributed_config(hostname_callable: str, site_dir: Path) -> dict[str, str]:
+    """Settings of the distributed topology on top of the common ones, and why each.
+
+    * ``[core] hostname_callable``: each service reports its machine's name (:mod:`.machine`),
+      found on ``PYTHONPATH``.
+    * ``[workers] min_heartbeat_interval`` 1 s (default 5): a task supervisor, here inside a
+      Celery worker, notices its task process deferred or ended at its next select timeout, and
+      only then does the Celery task end and the scheduler get the executor event. A trigger that
+      fires sooner resumes the task first, and the stale event then fails it ("state mismatch",
+      see the package docstring). The race is the same as under LocalExecutor, so the same
+      remedy as the benchmarks: a 1 s window, and deferrals of several seconds.
+    * ``[scheduler] task_instance_heartbeat_timeout`` 20 s (default 300), checked every 2 s: a
+      SIGKILLed worker's running task is noticed only through its missing heartbeats (the
+      supervisor beats every ``min_heartbeat_interval``), then retried on the other worker.
+    """
+    return {
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": hostname_callable,
+        "PYTHONPATH": str(site_dir),
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+    }
+
+
 def _airflow_config(
-    home: Path, dags_folder: Path, db_path: Path, task_log_dir: Path, api_port: int, parallelism: int
+    home: Path, dags_folder: Path, task_log_dir: Path, api_port: int, parallelism: int
 ) -> dict[str, str]:
-    """Our settings: SQLite in ``home``, LocalExecutor, loopback only, short heartbeats, fresh secrets."""
+    """Our settings: loopback only, short heartbeats, fresh secrets; database and executor come apart."""
     url = api_url(api_port)
     return {
         "PYTHONUNBUFFERED": "1",
@@ -81,13 +110,11 @@ def _airflow_config(
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(parallelism),
         "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
         "AIRFLOW__CORE__AUTH_MANAGER": _SIMPLE_AUTH_MANAGER,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{db_path}",
         "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(api_port),

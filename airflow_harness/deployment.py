@@ -1,8 +1,9 @@
-"""``AirflowDeployment``: four Airflow services, one SQLite DB, one temporary AIRFLOW_HOME.
+"""``AirflowDeployment``: the services of a :class:`~.topology.Topology`, one temporary AIRFLOW_HOME.
 
-The class owns the lifecycle – migrate, start, health, restart, kill, teardown – and composes
-the rest: :attr:`AirflowDeployment.rest` (REST API), :attr:`AirflowDeployment.db` (metadata
-DB and workload accounting) and :attr:`AirflowDeployment.logs` (service and task logs). Their
+The class owns the lifecycle – backing servers, migrate, start, health, restart, kill, teardown –
+and composes the rest: :attr:`AirflowDeployment.backends` (PostgreSQL and Redis, when the
+topology has them), :attr:`AirflowDeployment.rest` (REST API), :attr:`AirflowDeployment.db`
+(metadata DB and workload accounting) and :attr:`AirflowDeployment.logs` (service and task logs). Their
 methods are also reachable on the deployment itself (``af.trigger(...)``, ``af.task_instances(...)``),
 the names tests and benchmarks were written against.
 """
@@ -25,13 +26,19 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import psutil
 
-from .config import JOB_TYPES, SERVICES, airflow_command, api_url, build_env, service_argv
+from . import celery
+from .backends import Backends
+from .config import JOB_TYPES, airflow_command, api_url, build_env, distributed_config, service_argv
 from .errors import DeploymentError
 from .logs import Logs
+from .machine import install_hostname_module, machine_env
 from .memory import MemorySampler, read_peak_rss, total_rss
 from .metadata import MetadataDB
+from .postgres import PostgresServer
 from .processes import Service, after_teardown, free_port, install_safety_net, terminate, track, untrack
+from .redis_server import RedisServer
 from .rest import RestClient
+from .topology import ServiceSpec, Topology
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -88,10 +95,13 @@ _TEMPLATE = _MigratedTemplate()
 
 
 class AirflowDeployment:
-    """A private Airflow deployment: four services, one SQLite DB, one temporary AIRFLOW_HOME.
+    """A private Airflow deployment: the services of a topology, one temporary AIRFLOW_HOME.
 
     Use as a context manager (``with AirflowDeployment(dags) as af: af.run_dag("x")``); ``stop()``
     is also registered with atexit and SIGTERM/SIGHUP so nothing outlives the caller.
+
+    ``topology`` defaults to :meth:`Topology.local` (four services on SQLite);
+    ``Topology.distributed()`` adds PostgreSQL, Celery workers, a second triggerer and Redis.
     """
 
     def __init__(
@@ -104,6 +114,7 @@ class AirflowDeployment:
         api_port: int | None = None,
         keep_home: bool | None = None,
         startup_timeout: float = 120.0,
+        topology: Topology | None = None,
     ) -> None:
         self.dags_folder = Path(dags_folder).resolve()
         if not self.dags_folder.is_dir():
@@ -118,27 +129,76 @@ class AirflowDeployment:
         self.api_port = api_port or free_port()
         self.startup_timeout = startup_timeout
         self.extra_env = dict(env or {})
+        self.topology = topology or Topology.local()
+        self.specs: dict[str, ServiceSpec] = {spec.name: spec for spec in self.topology.services()}
         self.db_path = self.home / "airflow.db"
         self.service_log_dir = self.home / "service-logs"
         self.service_log_dir.mkdir(exist_ok=True)
         self.task_log_dir = self.home / "logs"
+        self.backends = Backends(self.topology, self.home, self.service_log_dir)
         self.env = build_env(
             home=self.home,
             dags_folder=self.dags_folder,
-            db_path=self.db_path,
             task_log_dir=self.task_log_dir,
             api_port=self.api_port,
             parallelism=self.parallelism,
+            topology_config=self._topology_config(),
             extra=self.extra_env,
         )
-        self.logs = Logs(self.service_log_dir, self.task_log_dir, SERVICES)
+        self.logs = Logs(
+            self.service_log_dir, self.task_log_dir, self.service_names, self.backends.log_paths()
+        )
         self._services: dict[str, Service] = {
-            name: Service(name, service_argv(name, self.api_port), self.logs.service_log(name))
-            for name in SERVICES
+            name: Service(name, self._argv(spec), self.logs.service_log(name))
+            for name, spec in self.specs.items()
         }
-        self.db = MetadataDB(self.db_path, self._services["scheduler"].log_path)
+        self.db = MetadataDB(self.backends.reader(), self._workload_logs())
         self.rest = RestClient(self.api_url, self.logs, self._check_running)
         self.timings: dict[str, float] = {}
+
+    def _topology_config(self) -> dict[str, str]:
+        """Settings that depend on the topology: database, executor, and the machines' host names."""
+        config = {"AIRFLOW__CORE__EXECUTOR": self.topology.executor, **self.backends.airflow_config()}
+        if self.topology.separate_machines:
+            site_dir = self.home / "harness-site"
+            config.update(distributed_config(install_hostname_module(site_dir), site_dir))
+        return config
+
+    def _argv(self, spec: ServiceSpec) -> list[str]:
+        if spec.kind == celery.WORKER_KIND:
+            return celery.worker_argv(spec.name, self.topology.worker_concurrency)
+        return service_argv(spec.kind, self.api_port)
+
+    def _workload_logs(self) -> list[Path]:
+        """Where the task supervisors log ``Workload finished``: the Celery workers, else the scheduler."""
+        workers = self.topology.service_names(celery.WORKER_KIND)
+        return [self.logs.service_log(name) for name in workers or ("scheduler",)]
+
+    def _service_env(self, name: str) -> dict[str, str]:
+        """The deployment's environment, plus a home, temporary folder and host name of its own."""
+        if not self.specs[name].own_machine:
+            return self.env
+        return {**self.env, **machine_env(self.home / "machines", name)}
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        """The topology's services, in start order."""
+        return tuple(self.specs)
+
+    @property
+    def postgres(self) -> PostgresServer | None:
+        """The private PostgreSQL holding the metadata DB (distributed topology)."""
+        return self.backends.postgres
+
+    @property
+    def broker_redis(self) -> RedisServer | None:
+        """Celery's Redis: broker and result backend (distributed topology)."""
+        return self.backends.broker
+
+    @property
+    def budget_redis(self) -> RedisServer | None:
+        """The Redis that holds the provider's rate budget (distributed topology); stop/start it freely."""
+        return self.backends.budget
 
     @property
     def api_url(self) -> str:
@@ -168,24 +228,32 @@ class AirflowDeployment:
             self.stop()
 
     def migrate(self) -> None:
-        """Create the metadata DB once per home (copy of a per-process template after the first)."""
+        """Create the metadata DB once per home (SQLite: copy of a per-process template after the first).
+
+        PostgreSQL is migrated afresh: its cluster is new with each start of the deployment.
+        """
         marker = self.home / ".migrated"
-        if marker.exists() and self.db_path.exists():
+        if self.postgres is None and marker.exists() and self.db_path.exists():
             return
         t0 = time.monotonic()
-        _TEMPLATE.install(
-            self.db_path, lambda: self._run_cli(["db", "migrate"], timeout=300, log_name="db-migrate")
-        )
+        if self.postgres is not None:
+            self._run_cli(["db", "migrate"], timeout=300, log_name="db-migrate")
+        else:
+            _TEMPLATE.install(
+                self.db_path, lambda: self._run_cli(["db", "migrate"], timeout=300, log_name="db-migrate")
+            )
         marker.write_text("ok\n")
         self.timings["migrate"] = time.monotonic() - t0
 
     def start(self, timeout: float | None = None) -> None:
-        """Migrate, start every service and wait until all are healthy."""
+        """Start the backing servers, migrate, start every service and wait until all are healthy."""
         install_safety_net()
         track(self)
         t0 = time.monotonic()
+        self.backends.start()
+        self.timings["backends"] = time.monotonic() - t0
         self.migrate()
-        for name in SERVICES:
+        for name in self.service_names:
             self.start_service(name, wait=False)
         self.wait_healthy(timeout=timeout or self.startup_timeout)
         self.timings["start"] = time.monotonic() - t0
@@ -196,7 +264,8 @@ class AirflowDeployment:
         if svc.running():
             raise DeploymentError(f"{name} is already running (pid {svc.pid})")
         track(self)
-        svc.start(self.home, self.env)
+        env = self._service_env(name)
+        svc.start(Path(env["HOME"]) if self.specs[name].own_machine else self.home, env)
         if wait:
             self.wait_healthy(timeout=timeout or self.startup_timeout, services=[name])
 
@@ -227,7 +296,8 @@ class AirflowDeployment:
         API and hangs retrying if the api-server is already gone: first every other service, then
         the api-server, each SIGTERMed and SIGKILLed after ``grace`` seconds (graceful shutdown
         of the scheduler/triggerer sometimes stalls on a child; nothing here needs it to finish).
-        A final rescan SIGKILLs anything forked meanwhile.
+        A final rescan SIGKILLs anything forked meanwhile; the backing servers (database, Redis)
+        go last, once nothing uses them.
         """
         services = self._services
         try:
@@ -238,6 +308,7 @@ class AirflowDeployment:
             for svc in services.values():
                 with contextlib.suppress(Exception):
                     svc.reap()
+            self.backends.stop()
         finally:
             untrack(self)
             if not self.keep_home:
@@ -249,7 +320,7 @@ class AirflowDeployment:
         try:
             return self._services[name]
         except KeyError:
-            raise ValueError(f"unknown service {name!r}; one of {SERVICES}") from None
+            raise ValueError(f"unknown service {name!r}; one of {self.service_names}") from None
 
     def session_ids(self) -> dict[str, int]:
         """Session id (= process group id of the top process) of each started service."""
@@ -264,8 +335,9 @@ class AirflowDeployment:
         return sorted(p.pid for p in self.service_processes(name))
 
     def all_pids(self) -> list[int]:
-        """Pids of every process of the deployment still alive."""
-        return sorted({pid for name in SERVICES for pid in self.service_pids(name)})
+        """Pids of every process of the deployment still alive, backing servers included."""
+        pids = {pid for name in self.service_names for pid in self.service_pids(name)}
+        return sorted(pids | set(self.backends.pids()))
 
     def rss(self, name: str) -> int:
         """Current total RSS of a service's process tree, in bytes."""
@@ -316,21 +388,26 @@ class AirflowDeployment:
                 )
 
     def service_healthy(self, name: str, heartbeat_within: float = 30.0) -> bool:
-        """Whether a service answers (api-server) or heartbeats from *this* process (jobs).
+        """Whether a service answers (api-server), heartbeats from *this* process (jobs) or consumes.
 
-        A job's heartbeat must come from a job row newer than our start of the service: see
-        :meth:`MetadataDB.job_beating_since`.
+        A job's heartbeat must come from a job row newer than our start of the service (see
+        :meth:`MetadataDB.job_beating_since`) and, with a machine of its own, from its host name.
+        A Celery worker writes no job row: it is ready once it says so in its log.
         """
         svc = self._service(name)
         if not svc.running():
             return False
-        if name == "api-server":
+        spec = self.specs[name]
+        if spec.kind == "api-server":
             return self.rest.healthy()
-        return self.db.job_beating_since(JOB_TYPES[name], svc.started_at, heartbeat_within)
+        if spec.kind == celery.WORKER_KIND:
+            return celery.worker_ready(svc.output_since_start())
+        hostname = name if spec.own_machine else None
+        return self.db.job_beating_since(JOB_TYPES[spec.kind], svc.started_at, heartbeat_within, hostname)
 
     def wait_healthy(self, timeout: float = 120.0, services: Sequence[str] | None = None) -> None:
         """Block until the given (default: all) services are healthy; fail fast if one dies."""
-        names = list(services or SERVICES)
+        names = list(services or self.service_names)
         deadline = time.monotonic() + timeout
         pending = list(names)
         t0 = time.monotonic()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
@@ -12,13 +12,21 @@ class Logs:
     """The services' combined stdout/stderr files and the task logs Airflow writes itself.
 
     Service logs are appended across restarts (each start writes a banner line), so a tail shows
-    the crash and the restart together.
+    the crash and the restart together. ``extra_logs`` names other logs to show with them (the
+    backing servers': PostgreSQL, Redis).
     """
 
-    def __init__(self, service_log_dir: Path, task_log_dir: Path, services: Sequence[str]) -> None:
+    def __init__(
+        self,
+        service_log_dir: Path,
+        task_log_dir: Path,
+        services: Sequence[str],
+        extra_logs: Mapping[str, Path] | None = None,
+    ) -> None:
         self.service_log_dir = service_log_dir
         self.task_log_dir = task_log_dir
         self.services = tuple(services)
+        self.extra_logs = dict(extra_logs or {})
 
     def service_log(self, name: str) -> Path:
         """The file service ``name`` writes its output to."""
@@ -30,6 +38,7 @@ class Logs:
         migrate_log = self.service_log("db-migrate")
         if migrate_log.exists():
             paths["db-migrate"] = migrate_log
+        paths.update({name: path for name, path in self.extra_logs.items() if path.exists()})
         return paths
 
     def log_tail(self, name: str, lines: int = 40) -> str:

@@ -1,13 +1,16 @@
 """What a deployment recorded: metadata DB rows and the workers' own accounting of their slots.
 
-Read with plain ``sqlite3`` (read-only) rather than through Airflow: the calling process has its
-own AIRFLOW_HOME and configuration, and must not share the deployment's.
+Read with plain ``sqlite3`` (read-only) or ``psycopg2`` rather than through Airflow: the calling
+process has its own AIRFLOW_HOME and configuration, and must not share the deployment's. The SQL
+is written once, with ``?`` placeholders and columns both databases have; :class:`PostgresReader`
+translates the placeholders.
 
 Three sources, because none tells the whole story: ``task_instance.duration`` includes deferred
 time (the start date survives the resume); the audit ``log`` table has every state change, so
 time in ``running`` (:meth:`MetadataDB.running_intervals`); and the scheduler log has the
 supervisors' ``Workload finished`` lines, the wall time each worker slot was really busy
-(:meth:`MetadataDB.workloads`).
+(:meth:`MetadataDB.workloads`); under CeleryExecutor the supervisors run in the Celery workers,
+so their logs hold those lines instead.
 """
 
 from __future__ import annotations
@@ -16,17 +19,17 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 _KV_RE = re.compile(r"(\w+)=(\S+)")
 
 
 def parse_db_datetime(value: Any) -> datetime | None:
-    """Parse a SQLite UtcDateTime column (naive UTC text) into an aware datetime."""
+    """Parse a UtcDateTime column (SQLite: naive UTC text; Postgres: a datetime) into an aware datetime."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
@@ -71,6 +74,8 @@ class TaskInstanceRecord(_KeyedByTask):
     next_method: str | None
     trigger_id: int | None
     pid: int | None
+    #: Where the try ran (``[core] hostname_callable``: the machine name in the distributed topology).
+    hostname: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,15 +135,21 @@ def _run_filter(dag_id: str, run_id: str | None, where: str = "dag_id = ?") -> t
     return where, params
 
 
-class MetadataDB:
-    """Read-only queries on a deployment's metadata DB, plus the scheduler log's workload lines."""
+class Reader(Protocol):
+    """Runs one read-only query; rows as dicts. One connection per query: nothing stays open to
+    block a teardown (Postgres's shutdown, SQLite's writers)."""
 
-    def __init__(self, db_path: Path, scheduler_log: Path) -> None:
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
+
+class SqliteReader:
+    """The SQLite file of the local topology, opened read-only."""
+
+    def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
-        self.scheduler_log = scheduler_log
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        """Read-only SQL against the metadata DB (plain sqlite3, no Airflow import)."""
+        """Run ``sql`` (``?`` placeholders); no rows while the file does not exist yet."""
         if not self.db_path.exists():
             return []
         conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
@@ -148,6 +159,55 @@ class MetadataDB:
         finally:
             conn.close()
 
+
+class PostgresReader:
+    """The PostgreSQL database of the distributed topology (``dsn``: ``psycopg2.connect`` arguments)."""
+
+    def __init__(self, dsn: dict[str, Any]) -> None:
+        self.dsn = dsn
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run ``sql``, its ``?`` placeholders made psycopg2's ``%s``, in a read-only transaction."""
+        import psycopg2
+        import psycopg2.extras
+
+        conn = psycopg2.connect(**self.dsn)
+        try:
+            conn.set_session(readonly=True, autocommit=True)
+            with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                cur.execute(sql.replace("?", "%s"), tuple(params))
+                return [dict(row) for row in cur.fetchall()]
+        finally:
+            conn.close()
+
+
+class MetadataDB:
+    """Read-only queries on a deployment's metadata DB, plus the workers' ``Workload finished`` lines.
+
+    :param database: a :class:`Reader`, or the path of a SQLite file.
+    :param workload_logs: the logs holding the task supervisors' lines (the scheduler's under
+        LocalExecutor, the Celery workers' under CeleryExecutor); a path, a list, or a callable
+        returning the list.
+    """
+
+    def __init__(
+        self, database: Reader | Path, workload_logs: Path | Sequence[Path] | Callable[[], Sequence[Path]]
+    ) -> None:
+        self.reader: Reader = SqliteReader(database) if isinstance(database, Path) else database
+        if isinstance(workload_logs, Path):
+            workload_logs = [workload_logs]
+        self._workload_logs = workload_logs
+
+    @property
+    def workload_logs(self) -> list[Path]:
+        """The log files :meth:`workloads` reads."""
+        logs = self._workload_logs
+        return list(logs() if callable(logs) else logs)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Read-only SQL against the metadata DB (``?`` placeholders; no Airflow import)."""
+        return self.reader.query(sql, params)
+
     def _ti_records(self, table: str, dag_id: str, run_id: str | None) -> list[TaskInstanceRecord]:
         where, params = _run_filter(dag_id, run_id)
         if table == "task_instance":
@@ -156,7 +216,7 @@ class MetadataDB:
             extra = "NULL AS next_method, NULL AS trigger_id"
         rows = self.query(
             f"SELECT task_id, map_index, run_id, state, try_number, start_date, end_date, duration, "
-            f"queued_dttm, scheduled_dttm, operator, pid, {extra} FROM {table} WHERE {where} "
+            f"queued_dttm, scheduled_dttm, operator, pid, hostname, {extra} FROM {table} WHERE {where} "
             f"ORDER BY run_id, task_id, map_index, try_number",
             params,
         )
@@ -176,6 +236,7 @@ class MetadataDB:
                 next_method=r["next_method"],
                 trigger_id=r["trigger_id"],
                 pid=r["pid"],
+                hostname=r["hostname"],
             )
             for r in rows
         ]
@@ -198,16 +259,22 @@ class MetadataDB:
             return self.query("SELECT * FROM job ORDER BY id")
         return self.query("SELECT * FROM job WHERE job_type = ? ORDER BY id", (job_type,))
 
-    def job_beating_since(self, job_type: str, since: datetime | None, heartbeat_within: float) -> bool:
+    def job_beating_since(
+        self, job_type: str, since: datetime | None, heartbeat_within: float, hostname: str | None = None
+    ) -> bool:
         """Whether a ``running`` job of ``job_type`` started at or after ``since`` and heartbeats.
 
         The api-server's own health endpoint reports the most recent job per type, which stays
         "healthy" for a while after a SIGKILL; a job row newer than our start of the service is
-        the only proof the new process is alive.
+        the only proof the new process is alive. With two services of one type (two triggerers),
+        ``hostname`` tells whose row it is: each runs on a machine of its own name.
         """
+        where, params = "job_type = ?", [job_type]
+        if hostname is not None:
+            where, params = where + " AND hostname = ?", [*params, hostname]
         rows = self.query(
-            "SELECT state, start_date, latest_heartbeat FROM job WHERE job_type = ? ORDER BY id DESC LIMIT 5",
-            (job_type,),
+            f"SELECT state, start_date, latest_heartbeat FROM job WHERE {where} ORDER BY id DESC LIMIT 5",
+            params,
         )
         now = datetime.now(UTC)
         for row in rows:
@@ -269,7 +336,7 @@ class MetadataDB:
         return intervals
 
     def workloads(self) -> list[Workload]:
-        """Every task execution a LocalExecutor worker finished, parsed from the scheduler log.
+        """Every task execution a worker finished, parsed from :attr:`workload_logs`.
 
         The task supervisor logs ``Workload finished`` with the wall time the worker slot was
         busy (fork, task, and the supervisor's wind-down – up to ``[workers]
@@ -277,12 +344,12 @@ class MetadataDB:
         (``deferred`` for the part before a deferral, then ``success`` …). Summing ``duration``
         gives worker-slot-seconds.
         """
-        if not self.scheduler_log.exists():
-            return []
-        parsed = (
-            _parse_workload(line) for line in self.scheduler_log.read_text(errors="replace").splitlines()
-        )
-        return [workload for workload in parsed if workload is not None]
+        found: list[Workload] = []
+        for log in self.workload_logs:
+            if log.exists():
+                parsed = (_parse_workload(line) for line in log.read_text(errors="replace").splitlines())
+                found.extend(workload for workload in parsed if workload is not None)
+        return found
 
     def _ti_keys(self, dag_id: str, run_id: str | None) -> dict[str, str]:
         """Task instance id (every try) -> task key."""

@@ -18,11 +18,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 import psutil
 
@@ -101,13 +101,20 @@ def pdeathsig_preexec() -> None:
 
 @dataclass
 class Service:
-    """One Airflow service: its command line, its log file, and the process started last."""
+    """One service: its command line, its log file, and the process started last.
+
+    ``run_as`` holds ``subprocess`` credential arguments (``user``, ``group``, ``extra_groups``)
+    for programs that refuse to run as root (PostgreSQL). ``log_offset`` is the size of the log
+    when the process was started last: what it wrote since is past that offset.
+    """
 
     name: str
     argv: list[str]
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
     started_at: datetime | None = None
+    run_as: Mapping[str, Any] = field(default_factory=dict)
+    log_offset: int = 0
 
     @property
     def pid(self) -> int | None:
@@ -126,6 +133,7 @@ class Service:
         """
         in_main = threading.current_thread() is threading.main_thread()
         with open(self.log_path, "ab") as log:
+            self.log_offset = log.tell()
             stamp = datetime.now(UTC).isoformat()
             log.write(
                 f"\n=== airflow-deployment: starting {self.name} at {stamp}: {' '.join(self.argv)}\n".encode()
@@ -141,8 +149,19 @@ class Service:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 # Only the main thread outlives the harness; PDEATHSIG follows the spawning thread.
+                # It runs after the switch to ``run_as`` (which would clear it), so it survives.
                 preexec_fn=pdeathsig_preexec if in_main and sys.platform == "linux" else None,
+                **self.run_as,
             )
+
+    def output_since_start(self) -> str:
+        """What the process started last has written to its log (banner included)."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self.log_offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def processes(self) -> list[psutil.Process]:
         """Every live process of the service: its session plus any descendant that left it."""

@@ -31,20 +31,27 @@ class RedisServer:
     :param name: names the log file (``<name>.log``), e.g. ``redis-broker``.
     :param port: the port to listen on; a free one when ``None``. Kept across restarts, so clients
         configured with :attr:`url` reconnect after :meth:`start` follows :meth:`stop`.
+    :param password: when given, clients must authenticate with it (``--requirepass``); :attr:`url`
+        still carries none.
     """
 
-    def __init__(self, workdir: Path, name: str = "redis", port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, name: str = "redis", port: int | None = None, password: str | None = None
+    ) -> None:
         program = redis_server_program()
         if program is None:
             raise DeploymentError("redis-server is not installed (Debian package redis-server)")
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.password = password
         # --save "" and --appendonly no: nothing survives a restart, like a fresh cache.
         argv = [
             program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", str(self.workdir), "--daemonize", "no", "--protected-mode", "yes",
         ]  # fmt: skip
+        if password is not None:
+            argv += ["--requirepass", password]
         self.service = Service(name, argv, self.workdir / f"{name}.log")
 
     @property
@@ -68,6 +75,10 @@ class RedisServer:
         """Whether the server answers ``PING`` now (plain RESP over a socket, no client library)."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                if self.password is not None:
+                    sock.sendall(_command(b"AUTH", self.password.encode()))
+                    if not sock.recv(64).startswith(b"+OK"):
+                        return False
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
@@ -91,3 +102,8 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _command(*parts: bytes) -> bytes:
+    """One command in RESP: an array of bulk strings (safe for any bytes, spaces included)."""
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)

@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from airflow_provider_lotimage.exceptions import (
@@ -61,6 +62,11 @@ TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 SUBMIT_SAFE_RETRY_STATUSES = frozenset({429, 503})
 
 _PERCENT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*%?\s*$")
+
+#: When a spent daily quota comes back. LotImage's 403 says only "Daily request limit reached" (no
+#: time, no header), and its documentation says "10 calls a day"; the contract reads that as a UTC
+#: day, so the quota is taken to reset at midnight UTC.
+QUOTA_RESETS_AT = "00:00 UTC"
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,7 @@ def raise_for_error(
     if status == 401:
         raise AuthError(message, **kwargs)
     if status == 403:
-        raise QuotaExhaustedError(message, **kwargs)
+        raise QuotaExhaustedError(quota_spent_message(message), **kwargs)
     if status == 404:
         raise TaskNotFoundError(message, task_id=task_id, **kwargs)
     if status == 429:
@@ -183,6 +189,39 @@ def raise_for_error(
     if 400 <= status < 500:
         raise InvalidRequestError(message, **kwargs)
     raise LotImageError(f"unexpected status {status}: {message}", **kwargs)
+
+
+def next_quota_reset(now: datetime | None = None) -> datetime:
+    """Return when a daily quota spent at ``now`` comes back: the next midnight UTC.
+
+    :param now: an aware time (default: the current time).
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    return datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)
+
+
+def quota_spent_message(err_message: str, *, now: datetime | None = None) -> str:
+    """Say that the key's daily quota is spent and when it resets, after the service's own words.
+
+    Nothing the service answers says when (see :data:`QUOTA_RESETS_AT`), so the reset is the
+    contract's midnight UTC, given as a time and as a delay from ``now``.
+
+    :param err_message: the service's ``errMessage``.
+    :param now: the time the answer came (default: the current time).
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    reset = next_quota_reset(now)
+    return (
+        f"{err_message}: the key's daily quota of LotImage calls is spent; it resets at "
+        f"{QUOTA_RESETS_AT} ({reset:%Y-%m-%d %H:%M} UTC, in {_delay(reset - now)}; LotImage does "
+        "not say when, so midnight UTC is assumed)"
+    )
+
+
+def _delay(delay: timedelta) -> str:
+    minutes = math.ceil(delay.total_seconds() / 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
 
 
 def parse_submit(http_status: int, text: str | bytes, *, retry_after: float | None = None) -> str:

@@ -28,7 +28,7 @@ import yarl
 from airflow_provider_lotimage import api
 from airflow_provider_lotimage.connection import ClientCert, ConnectionSettings
 from airflow_provider_lotimage.exceptions import LotImageError, TransientError
-from airflow_provider_lotimage.ratelimit import SlidingWindowLimiter
+from airflow_provider_lotimage.ratelimit import RateLimiter
 from airflow_provider_lotimage.transport import Call, Reply, proxy_failure, tls_failure, unreachable
 
 _CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
@@ -38,7 +38,7 @@ _CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 class _LimitedRequest:
     """Rides on a request's trace context so the send-time trace can tell its limiter."""
 
-    limiter: SlidingWindowLimiter
+    limiter: RateLimiter
     slot: float
 
 
@@ -46,13 +46,13 @@ def _send_time_trace() -> aiohttp.TraceConfig:
     """Tell the rate limiter the moment a request's headers really left.
 
     The limiter needs the moment of sending, not of permission: on a busy event loop the two can
-    be a second apart.
+    be a second apart. It is awaited: a Redis-held budget (scope ``redis``) is told over the network.
     """
 
     async def on_headers_sent(session: Any, context: Any, params: Any) -> None:
         request = context.trace_request_ctx
         if isinstance(request, _LimitedRequest):
-            request.limiter.sent(request.slot, time.time())
+            await request.limiter.asent(request.slot, time.time())
 
     trace = aiohttp.TraceConfig()
     trace.on_request_headers_sent.append(on_headers_sent)

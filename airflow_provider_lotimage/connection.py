@@ -14,7 +14,10 @@ connection applies to every call, whichever mode the task waits in. The network 
 * ``trust_env``: read ``HTTP(S)_PROXY``/``NO_PROXY``, ``REQUESTS_CA_BUNDLE`` and ``.netrc`` from the
   environment (default ``true``, as ``requests`` does).
 
-Every mistake is reported before any call, naming the connection and the field.
+The rate extras (``rate_limit``, ``rate_limit_scope``, ``rate_limit_redis_conn_id``) choose the key's
+limiter (:mod:`.ratelimit`). Every mistake is reported before any call, naming the connection and
+the field; those only the limiter can see (a Redis connection that does not exist) when the hook
+builds it, also before the first call.
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ from typing import Any
 
 from airflow_provider_lotimage import api
 from airflow_provider_lotimage.exceptions import AuthError, ConnectionConfigError
-from airflow_provider_lotimage.ratelimit import SCOPES, SlidingWindowLimiter, key_identity, limiter_for
+from airflow_provider_lotimage.ratelimit import (
+    DEFAULT_REDIS_CONN_ID,
+    SCOPES,
+    LimiterConfigError,
+    RateLimiter,
+    key_identity,
+    limiter_for,
+)
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -45,19 +55,31 @@ class ConnectionSettings:
     timeout: float = DEFAULT_TIMEOUT
     rate_limit: float = api.DEFAULT_RATE_LIMIT_PER_SECOND
     rate_limit_scope: str = "host"
+    rate_limit_redis_conn_id: str = DEFAULT_REDIS_CONN_ID
     proxies: Mapping[str, str] = field(default_factory=dict)
     verify: Verify = True
     cert: ClientCert = None
     trust_env: bool = True
 
     @cached_property
-    def limiter(self) -> SlidingWindowLimiter:
+    def limiter(self) -> RateLimiter:
         """The rate limiter of this (service, key) pair, shared within its scope.
 
         Looked up once per settings object: every call of every trigger asks for it, and the
-        lookup hashes the key and takes the registry's lock.
+        lookup hashes the key, takes the registry's lock and, for scope ``redis``, reads the Redis
+        connection (blocking: the async path builds it in a worker thread).
+
+        :raises ConnectionConfigError: the limiter cannot work (e.g. no such Redis connection).
         """
-        return limiter_for(key_identity(self.base_url, self.api_key), self.rate_limit, self.rate_limit_scope)
+        try:
+            return limiter_for(
+                key_identity(self.base_url, self.api_key),
+                self.rate_limit,
+                self.rate_limit_scope,
+                redis_conn_id=self.rate_limit_redis_conn_id,
+            )
+        except LimiterConfigError as exc:
+            raise _FieldErrors(self.conn_id).error(exc.field, exc.problem) from None
 
     def url(self, path: str) -> str:
         """Return the absolute URL of an API path."""
@@ -77,13 +99,17 @@ def read_settings(conn: Any, extra: Mapping[str, Any]) -> ConnectionSettings:
     field_error = _FieldErrors(conn_id)
     if not conn.password:
         raise AuthError(f"Connection {conn_id!r} has no API key: put the LotImage key in its password field")
+    scope = field_error.scope(extra.get("rate_limit_scope"))
     return ConnectionSettings(
         conn_id=conn_id,
         base_url=base_url(conn.host, conn.port),
         api_key=conn.password,
         timeout=field_error.positive(extra, "timeout", DEFAULT_TIMEOUT),
         rate_limit=field_error.positive(extra, "rate_limit", api.DEFAULT_RATE_LIMIT_PER_SECOND),
-        rate_limit_scope=field_error.scope(extra.get("rate_limit_scope")),
+        rate_limit_scope=scope,
+        rate_limit_redis_conn_id=field_error.redis_conn_id(
+            extra.get("rate_limit_redis_conn_id"), used=scope == "redis"
+        ),
         proxies=field_error.proxies(extra.get("proxies", extra.get("proxy"))),
         verify=field_error.verify(extra.get("verify", extra.get("verify_ssl"))),
         cert=field_error.cert(extra.get("cert")),
@@ -127,6 +153,18 @@ class _FieldErrors:
         if scope not in SCOPES:
             raise self.error("rate_limit_scope", f"must be one of {sorted(SCOPES)}, got {value!r}")
         return scope
+
+    def redis_conn_id(self, value: Any, *, used: bool) -> str:
+        """Check the Redis connection's id: absent means ``redis_default``.
+
+        An empty one is a mistake only with scope ``redis``; connections of other scopes never
+        read it, so a form that saves an untouched field as ``""`` does no harm there.
+        """
+        if value is None or (value == "" and not used):
+            return DEFAULT_REDIS_CONN_ID
+        if not isinstance(value, str) or not value.strip():
+            raise self.error("rate_limit_redis_conn_id", f"must name a Redis connection, got {value!r}")
+        return value.strip()
 
     def boolean(self, name: str, value: Any, *, default: bool) -> bool:
         if value is None or value == "":

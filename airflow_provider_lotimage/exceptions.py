@@ -150,6 +150,33 @@ class ImageDownloadError(LotImageError):
     """A picture could not be fetched or is not a picture (expired link, too large, wrong type)."""
 
 
+class StorageError(LotImageError):
+    """A picture could not be written to its destination (not writable, disk full, no bucket...).
+
+    The message names the destination, the cause and what to do. Nothing partial is left behind,
+    and not final: once the cause is fixed, a retry of the task stores what is still missing.
+    """
+
+
+class PaidTaskBudgetError(LotImageError):
+    """The run has already started as many paid tasks as its ``max_paid_tasks_per_run`` allows.
+
+    Raised before any call, so nothing was paid for the refused task; final, because a retry of
+    the same run meets the same spent budget (see :mod:`.budget`).
+    """
+
+    final = True
+
+
+class PaidTaskBudgetBusyError(PaidTaskBudgetError):
+    """Other task instances kept deciding on the run's last places in the budget; nothing was paid.
+
+    Not final: once they have decided, a retry of this task finds either a place or a spent budget.
+    """
+
+    final = False
+
+
 class LotImageInputError(LotImageError, ValueError):
     """A parameter is unusable; raised before any call, so no budget is spent."""
 

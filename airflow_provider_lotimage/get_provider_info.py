@@ -34,13 +34,19 @@ _CONNECTION_TYPE: dict[str, Any] = {
         },
         "rate_limit_scope": {
             "label": "Rate limit scope",
-            "description": "'host' shares the cap between all processes of this machine; "
-            "'process' keeps one per process.",
+            "description": "'host' shares the cap between all processes of this machine; 'redis' "
+            "between all machines reaching the Redis connection below; 'process' keeps one per process.",
             "schema": {
                 "type": ["string", "null"],
-                "enum": ["host", "process", None],
+                "enum": ["host", "redis", "process", None],
                 "default": "host",
             },
+        },
+        "rate_limit_redis_conn_id": {
+            "label": "Redis connection (scope 'redis')",
+            "description": "The Airflow Redis connection that holds the shared cap when the scope is "
+            "'redis'. While it does not answer, each machine keeps its own cap.",
+            "schema": {"type": ["string", "null"], "default": "redis_default"},
         },
         "timeout": {
             "label": "Request timeout (s)",

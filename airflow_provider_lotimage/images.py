@@ -101,7 +101,14 @@ def _open(data: bytes, *, source: str = "data") -> Image.Image:
     return image
 
 
-def fetch_picture(session: requests.Session, url: str, *, max_bytes: int, timeout: float) -> bytes:
+def fetch_picture(
+    session: requests.Session,
+    url: str,
+    *,
+    max_bytes: int,
+    timeout: float,
+    sink: Callable[[bytes], object] | None = None,
+) -> bytes:
     """Download one picture and return its verified bytes.
 
     ``timeout`` bounds the whole download, not just each socket wait, so a server that drips bytes
@@ -109,6 +116,11 @@ def fetch_picture(session: requests.Session, url: str, *, max_bytes: int, timeou
     read and again while streaming (the header may be absent or wrong). HTTP 403/410 are reported as
     an expired link: Discord CDN links are signed for about 24 hours.
 
+    :param sink: called with each piece of the body as it arrives (after the size check), e.g. the
+        ``write`` of a temporary file, so a picture is written while it downloads. What it raises
+        is raised unchanged (an ``OSError`` of the sink is a storage failure, not a download one).
+        The bytes are verified only once the body is complete: whatever the sink wrote must not be
+        published before this function has returned.
     :raises ImageDownloadError: on any failure; the message never contains the query string.
     """
     if max_bytes <= 0:
@@ -123,7 +135,11 @@ def fetch_picture(session: requests.Session, url: str, *, max_bytes: int, timeou
         with session.get(url, stream=True, timeout=timeout, headers={"Accept": "image/*"}) as response:
             _raise_for_status(response, shown)
             _check_declared_length(response, shown, max_bytes)
-            data = _read_body(response, shown, max_bytes=max_bytes, deadline=deadline, timeout=timeout)
+            data = _read_body(
+                response, shown, max_bytes=max_bytes, deadline=deadline, timeout=timeout, sink=sink
+            )
+    except _SinkFailed as failed:  # the sink's own error, with its own cause (not this wrapper)
+        raise failed.error from failed.error.__cause__
     except ImageDownloadError:
         raise
     except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
@@ -159,13 +175,28 @@ def _check_declared_length(response: requests.Response, shown: str, max_bytes: i
         raise ImageDownloadError(f"picture {shown} is {int(declared)} bytes, more than max_bytes={max_bytes}")
 
 
+class _SinkFailed(Exception):
+    """Carries an error of the caller's sink past the download's own error handling."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _read_body(
-    response: requests.Response, shown: str, *, max_bytes: int, deadline: float, timeout: float
+    response: requests.Response,
+    shown: str,
+    *,
+    max_bytes: int,
+    deadline: float,
+    timeout: float,
+    sink: Callable[[bytes], object] | None = None,
 ) -> bytes:
     """Read the (decoded) body in small reads, checking the size cap and the deadline after each.
 
     ``read1`` returns as soon as some bytes are there, and the socket's wait is shortened to the
-    time left, so the deadline holds even against a server that sends one byte at a time.
+    time left, so the deadline holds even against a server that sends one byte at a time. Each
+    piece within the cap is handed to ``sink``, if any.
     """
     raw = response.raw
     read: Callable[..., bytes] = getattr(raw, "read1", None) or raw.read
@@ -181,6 +212,11 @@ def _read_body(
         buffer += chunk
         if len(buffer) > max_bytes:
             raise ImageDownloadError(f"picture {shown} is larger than max_bytes={max_bytes}")
+        if sink is not None:
+            try:
+                sink(chunk)
+            except Exception as exc:
+                raise _SinkFailed(exc) from exc
 
 
 def _limit_socket_wait(raw: Any, seconds: float) -> None:

@@ -28,7 +28,7 @@ from airflow_provider_lotimage.exceptions import (
     RateLimitedError,
     ServiceUnreachableError,
 )
-from airflow_provider_lotimage.ratelimit import SlidingWindowLimiter
+from airflow_provider_lotimage.ratelimit import RateLimiter
 from airflow_provider_lotimage.transport import Call
 
 
@@ -99,24 +99,31 @@ class RetryPolicy:
         backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
         return backoff * random.uniform(0.5, 1.0)
 
-    def retrying(
-        self, call: Call[Any], limiter: SlidingWindowLimiter, log: WarningLog, **rules: Any
-    ) -> Retrying:
+    def retrying(self, call: Call[Any], limiter: RateLimiter, log: WarningLog, **rules: Any) -> Retrying:
         """Return tenacity's loop for one sync call (see :meth:`rules`)."""
-        return Retrying(**self.rules(call, limiter, log, **rules))
+
+        def before_sleep(state: RetryCallState) -> None:
+            if seconds := _announce(state, call, log):
+                limiter.block_for(seconds)
+
+        return Retrying(**self.rules(**rules), before_sleep=before_sleep)
 
     def aretrying(
-        self, call: Call[Any], limiter: SlidingWindowLimiter, log: WarningLog, **rules: Any
+        self, call: Call[Any], limiter: RateLimiter, log: WarningLog, **rules: Any
     ) -> AsyncRetrying:
-        """Return tenacity's loop for one async call (see :meth:`rules`)."""
-        return AsyncRetrying(**self.rules(call, limiter, log, **rules))
+        """Return tenacity's loop for one async call (see :meth:`rules`); the limiter is awaited."""
 
-    def rules(
-        self, call: Call[Any], limiter: SlidingWindowLimiter, log: WarningLog, *, give_back: bool = False
-    ) -> dict[str, Any]:
+        async def before_sleep(state: RetryCallState) -> None:
+            if seconds := _announce(state, call, log):
+                await limiter.ablock_for(seconds)
+
+        return AsyncRetrying(**self.rules(**rules), before_sleep=before_sleep)
+
+    def rules(self, *, give_back: bool = False) -> dict[str, Any]:
         """Retry what is retryable, at most ``max_attempts`` times, then raise the last error.
 
-        Before each sleep a 429 holds the key's limiter back for everybody, not just this caller.
+        Before each sleep the retry is logged, and a 429 holds the key's limiter back for
+        everybody, not just this caller (the loops add that step, sync or async).
 
         :param give_back: return the last error instead of raising it once the attempts are spent.
             Waiting loops count such a read failure as "no progress" (their stall and overall
@@ -126,21 +133,21 @@ class RetryPolicy:
         def wait(state: RetryCallState) -> float:
             return self.delay(state.outcome.exception() if state.outcome else None, state.attempt_number)
 
-        def before_sleep(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            seconds = state.next_action.sleep if state.next_action else 0.0
-            if isinstance(error, RateLimitedError):
-                limiter.block_for(seconds)
-            log.warning("LotImage %s failed (%s); retrying in %.1f s", call.name, error, seconds)
-
         return {
             "retry": retry_if_exception(_retryable),
             "stop": stop_after_attempt(self.max_attempts),
             "wait": wait,
-            "before_sleep": before_sleep,
             "reraise": True,
             "retry_error_callback": _last_error if give_back else None,
         }
+
+
+def _announce(state: RetryCallState, call: Call[Any], log: WarningLog) -> float:
+    """Log the coming retry; return how long to hold the key back (0 unless the service said 429)."""
+    error = state.outcome.exception() if state.outcome else None
+    seconds = state.next_action.sleep if state.next_action else 0.0
+    log.warning("LotImage %s failed (%s); retrying in %.1f s", call.name, error, seconds)
+    return seconds if isinstance(error, RateLimitedError) else 0.0
 
 
 def _last_error(state: RetryCallState) -> BaseException | None:

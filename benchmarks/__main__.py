@@ -3,20 +3,27 @@
 Writes ``benchmarks/results/bench-<UTC time>.json`` and ``latest.json``, the chart
 ``comparison.png``, and prints the table the README's performance section shows. Targets are
 reported beside the figures, not asserted.
+
+``--topology distributed`` instead runs the batch DAG on the distributed topology (two Celery
+workers, two triggerers, PostgreSQL, Redis) with rate scope ``host`` and then ``redis``
+(:mod:`benchmarks.distributed`), and writes ``distributed-<UTC time>.json`` and
+``distributed-latest.json``; ``--topology local`` (the default) is the run above.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import many_triggers
+from benchmarks import distributed, many_triggers
 from benchmarks.chart import draw_comparison
+from benchmarks.distributed import DistributedSettings
 from benchmarks.pipelines import PipelineSettings, compare
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -74,21 +81,96 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+TOPOLOGIES = ("local", "distributed")
+#: Options of one topology only, with the one they belong to.
+_ONLY = {
+    "triggers": "local",
+    "skip_dags": "local",
+    "scopes": "distributed",
+    "worker_concurrency": "distributed",
+}
+
+
+def _scopes(text: str) -> tuple[str, ...]:
+    scopes = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [scope for scope in scopes if scope not in ("host", "redis", "process")]
+    if not scopes or unknown or len(set(scopes)) != len(scopes):
+        raise argparse.ArgumentTypeError(f"a comma-separated list of distinct host, redis, process: {text!r}")
+    return scopes
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, each knob left out given its topology's default."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    defaults = PipelineSettings()
-    parser.add_argument("--prompts", type=int, default=defaults.prompts, help="prompts per DAG run")
-    parser.add_argument("--time-scale", type=float, default=defaults.time_scale)
-    parser.add_argument("--poll-interval", type=float, default=defaults.poll_interval)
-    parser.add_argument("--pool-slots", type=int, default=defaults.pool_slots)
-    parser.add_argument("--parallelism", type=int, default=defaults.parallelism)
-    parser.add_argument("--triggers", type=int, default=1000, help="triggers in the microbenchmark (0: skip)")
-    parser.add_argument("--skip-dags", action="store_true", help="only the trigger microbenchmark")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON and the chart")
+    local, dist = PipelineSettings(), DistributedSettings()
+
+    def both(name: str) -> str:
+        return f"default {getattr(local, name)} (local), {getattr(dist, name)} (distributed)"
+
+    parser.add_argument(
+        "--topology",
+        choices=TOPOLOGIES,
+        default="local",
+        help="local: provider vs baseline on LocalExecutor, then 1,000 triggers (default); "
+        "distributed: the provider's batch on CeleryExecutor, rate scope host vs redis",
+    )
+    parser.add_argument("--prompts", type=int, help=f"prompts per DAG run; {both('prompts')}")
+    parser.add_argument("--time-scale", type=float, help=both("time_scale"))
+    parser.add_argument("--poll-interval", type=float, help=both("poll_interval"))
+    parser.add_argument("--pool-slots", type=int, help=both("pool_slots"))
+    parser.add_argument("--parallelism", type=int, help=both("parallelism"))
+    parser.add_argument(
+        "--triggers", type=int, help="local: triggers in the microbenchmark (0: skip; default 1000)"
+    )
+    parser.add_argument(
+        "--skip-dags", action="store_true", default=None, help="local: only the trigger microbenchmark"
+    )
+    parser.add_argument(
+        "--scopes",
+        type=_scopes,
+        help=f"distributed: rate scopes to run, in order (default {','.join(dist.scopes)})",
+    )
+    parser.add_argument(
+        "--worker-concurrency",
+        type=int,
+        help=f"distributed: slots per Celery worker (default {dist.worker_concurrency})",
+    )
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="folder for the JSON (and the local chart)"
+    )
     args = parser.parse_args(argv)
+    for option, topology in _ONLY.items():
+        if getattr(args, option) is not None and args.topology != topology:
+            parser.error(f"--{option.replace('_', '-')} applies to --topology {topology} only")
+    defaults: Any = local if args.topology == "local" else dist
+    for name in ("prompts", "time_scale", "poll_interval", "pool_slots", "parallelism"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(defaults, name))
+    if args.topology == "local":
+        args.triggers = 1000 if args.triggers is None else args.triggers
+        args.skip_dags = bool(args.skip_dags)
+    else:
+        args.scopes = args.scopes or dist.scopes
+        if args.worker_concurrency is None:
+            args.worker_concurrency = dist.worker_concurrency
+        if args.worker_concurrency < 1:
+            parser.error("--worker-concurrency must be at least 1")
     if args.prompts < 1:
         parser.error("--prompts must be at least 1")
+    return args
 
+
+def _machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average_start": [round(value, 2) for value in os.getloadavg()],
+    }
+
+
+def main_local(args: argparse.Namespace) -> int:
+    """The local benchmark: provider versus baseline, then the trigger microbenchmark."""
     settings = PipelineSettings(
         prompts=args.prompts,
         time_scale=args.time_scale,
@@ -126,6 +208,43 @@ def main(argv: list[str] | None = None) -> int:
         if result.get(kind, {}).get("state") not in (None, "success")
     ]
     return 1 if failed else 0
+
+
+def main_distributed(args: argparse.Namespace) -> int:
+    """The batch DAG on the distributed topology, once per rate scope, on one deployment."""
+    settings = DistributedSettings(
+        prompts=args.prompts,
+        time_scale=args.time_scale,
+        poll_interval=args.poll_interval,
+        pool_slots=args.pool_slots,
+        parallelism=args.parallelism,
+        worker_concurrency=args.worker_concurrency,
+        scopes=tuple(args.scopes),
+    )
+    started = datetime.now(UTC)
+    result: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "machine": _machine()}
+    _log(f"distributed: {settings.prompts} prompts, scopes {', '.join(settings.scopes)}")
+    result |= distributed.compare_scopes(settings, _log)
+    result["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    result["machine"]["load_average_end"] = [round(value, 2) for value in os.getloadavg()]
+    result["targets"] = distributed.targets(result)
+
+    args.results.mkdir(parents=True, exist_ok=True)
+    stamped = args.results / f"distributed-{started:%Y%m%dT%H%M%SZ}.json"
+    latest = args.results / "distributed-latest.json"
+    text = json.dumps(result, indent=2) + "\n"
+    stamped.write_text(text)
+    latest.write_text(text)
+    print(distributed.table(result))
+    print(json.dumps(result["targets"], indent=2))
+    print("written:", str(stamped), str(latest), sep="\n  ")
+    failed = [scope for scope, figures in result["scopes"].items() if figures.get("state") != "success"]
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return main_local(args) if args.topology == "local" else main_distributed(args)
 
 
 if __name__ == "__main__":

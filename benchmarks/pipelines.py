@@ -125,8 +125,12 @@ def _environment(emulator: EmulatorProcess, settings: PipelineSettings, output: 
     }
 
 
-def _slot_seconds(af: AirflowDeployment, dag_id: str, run_id: str) -> dict[str, Any]:
-    """Seconds task instances spent ``running`` (audit log; deferral excluded), and per worker."""
+def slot_seconds(af: AirflowDeployment, dag_id: str, run_id: str) -> dict[str, Any]:
+    """Seconds task instances spent ``running`` (audit log; deferral excluded), and per worker.
+
+    Also the supervisors' own accounting (``Workload finished``): the scheduler's log under
+    LocalExecutor, the Celery workers' logs under CeleryExecutor (the harness picks them).
+    """
     running = af.running_intervals(dag_id, run_id)
     by_task: dict[str, float] = defaultdict(float)
     for key, intervals in running.items():
@@ -173,7 +177,7 @@ def run_pipeline(kind: str, settings: PipelineSettings, log: Any = print) -> dic
                 with af.memory_sampler("triggerer", interval=0.5) as triggerer_memory:
                     run_id = af.trigger(dag_id, conf)
                     result = af.wait_for_run(dag_id, run_id, timeout=settings.run_timeout, poll_interval=2.0)
-                slots = _slot_seconds(af, dag_id, run_id)
+                slots = slot_seconds(af, dag_id, run_id)
                 tries = Counter(ti.task_id for ti in af.task_instances(dag_id, run_id) if ti.try_number > 1)
             stats = emulator.stats()
             tasks = emulator.admin("tasks")["tasks"]

@@ -2,7 +2,9 @@
 
 Runs as is against the bundled emulator (``make demo``) or, with a real key in the
 ``lotimage_default`` connection, against LotImage itself. Pictures go to ``$LOTIMAGE_OUTPUT_DIR``
-(default ``./output``).
+(default ``./output``), or to ``$LOTIMAGE_DESTINATION`` when set: any ``ObjectStoragePath`` URL, such
+as ``s3://aws_default@my-bucket/lotimage`` for S3 through the Airflow connection ``aws_default``
+(needs ``apache-airflow-providers-amazon[s3fs]``; the bucket must exist, it is never created).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from airflow_provider_lotimage.sensors.task_progress import TaskProgressSensor
 
 OUTPUT_DIR = Path(os.environ.get("LOTIMAGE_OUTPUT_DIR", "output")).resolve()
 POLL_INTERVAL = float(os.environ.get("LOTIMAGE_POLL_INTERVAL", "10"))
+#: A local folder by default; an object store (``s3://<conn_id>@<bucket>/<prefix>``) if set.
+DESTINATION = os.environ.get("LOTIMAGE_DESTINATION") or OUTPUT_DIR.as_uri()
 
 with DAG(
     dag_id="example_lotimage_imagine",
@@ -39,6 +43,6 @@ with DAG(
         deferrable=False,
     )
 
-    save = SaveImagesOperator(task_id="save", result=wait.output, destination=OUTPUT_DIR.as_uri())
+    save = SaveImagesOperator(task_id="save", result=wait.output, destination=DESTINATION)
 
     imagine >> wait >> save

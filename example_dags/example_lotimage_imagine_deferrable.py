@@ -1,7 +1,9 @@
 """The imagine example, waiting in the triggerer: no worker slot is held while the picture renders.
 
 ImagineOperator submits, records the taskId in the task state store (so a retry after a crash
-reconnects instead of paying again), then defers to ``TaskProgressTrigger``.
+reconnects instead of paying again), then defers to ``TaskProgressTrigger``. Pictures go where
+``example_lotimage_imagine`` puts them: ``$LOTIMAGE_OUTPUT_DIR``, or ``$LOTIMAGE_DESTINATION`` (for
+instance ``s3://aws_default@my-bucket/lotimage``) when set.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from airflow_provider_lotimage.operators.save_images import SaveImagesOperator
 
 OUTPUT_DIR = Path(os.environ.get("LOTIMAGE_OUTPUT_DIR", "output")).resolve()
 POLL_INTERVAL = float(os.environ.get("LOTIMAGE_POLL_INTERVAL", "10"))
+DESTINATION = os.environ.get("LOTIMAGE_DESTINATION") or OUTPUT_DIR.as_uri()
 
 with DAG(
     dag_id="example_lotimage_imagine_deferrable",
@@ -37,4 +40,4 @@ with DAG(
         timeout=30 * 60,
     )
 
-    SaveImagesOperator(task_id="save", result=imagine.output, destination=OUTPUT_DIR.as_uri())
+    SaveImagesOperator(task_id="save", result=imagine.output, destination=DESTINATION)

@@ -77,6 +77,6 @@ started=$SECONDS
 status=0
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
     tests/unit tests/emulator tests/hooks tests/operators tests/dags tests/reliability tests/network \
-    tests/compat "$@" || status=$?
+    tests/ratelimit tests/compat "$@" || status=$?
 echo "test-airflow.sh: Airflow $VERSION tests took $((SECONDS - started)) s (exit $status)" >&2
 exit "$status"

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import requests
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 from airflow.providers.common.compat.sdk import BaseHook
+from asgiref.sync import sync_to_async
 
 from airflow_provider_lotimage import api, connection_form
 from airflow_provider_lotimage.api import TaskProgress
@@ -38,10 +39,14 @@ class LotImageHook(BaseHook):
 
     The connection's host is the API's base URL (default ``https://api.lotimage.com``; it may carry
     scheme and port, e.g. an emulator at ``http://127.0.0.1:8765``) and its password is the key.
-    Extras: ``rate_limit`` (calls/s, default 3), ``rate_limit_scope`` (``host`` shares the budget
-    between processes of a machine, ``process`` does not), ``timeout`` (seconds per call), and the
+    Extras: ``rate_limit`` (calls/s, default 3), ``rate_limit_scope`` (``host``, the default, shares
+    the key's budget between the processes of a machine; ``redis`` between every machine reaching
+    the Redis of ``rate_limit_redis_conn_id``, default ``redis_default``, falling back to ``host``
+    while Redis is away; ``process`` keeps one per process), ``timeout`` (seconds per call), and the
     network extras ``proxies``, ``verify``, ``cert`` and ``trust_env``, which mean what ``HttpHook``
-    documents and apply to the sync and the async calls alike (:mod:`..connection`).
+    documents and apply to the sync and the async calls alike (:mod:`..connection`). The limiter is
+    built with the transport, so a rate-limit mistake (such as a missing Redis connection) fails
+    before the first call.
 
     :param lotimage_conn_id: the Airflow connection to use.
     :param retry_policy: how many times and how long to wait before resending a call.
@@ -88,14 +93,22 @@ class LotImageHook(BaseHook):
         """The sync transport, built on first use from the connection."""
         if self._sync is None:
             conn = self.get_connection(self.lotimage_conn_id)
-            self._sync = SyncTransport(read_settings(conn, conn.extra_dejson))
+            settings = read_settings(conn, conn.extra_dejson)
+            _ = settings.limiter  # built now: a rate-limit mistake fails before the first call
+            self._sync = SyncTransport(settings)
         return self._sync
 
     async def atransport(self) -> AsyncTransport:
-        """Return the async transport, reading the connection without blocking the event loop."""
+        """Return the async transport, reading the connection without blocking the event loop.
+
+        The limiter is built in a worker thread: for scope ``redis`` that reads the Redis
+        connection, a blocking call the event loop must not make.
+        """
         if self._async is None:
             conn = await get_async_connection(self.lotimage_conn_id, hook=self)
-            self._async = AsyncTransport(read_settings(conn, await get_async_extra_dejson(conn)))
+            settings = read_settings(conn, await get_async_extra_dejson(conn))
+            await sync_to_async(lambda: settings.limiter)()
+            self._async = AsyncTransport(settings)
         return self._async
 
     def get_conn(self) -> requests.Session:

@@ -9,15 +9,33 @@ the record is an Airflow Variable, deleted when the task succeeds (:mod:`..task_
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
-from airflow_provider_lotimage.exceptions import TaskFailedError, TaskNotFoundError, TaskStalledError
+from airflow_provider_lotimage.api import TaskProgress
+from airflow_provider_lotimage.budget import (
+    BUDGET_PARAM,
+    CLAIM_KEY,
+    PaidTaskBudget,
+    RunLedger,
+    paid_task_ids,
+    parse_budget,
+)
+from airflow_provider_lotimage.exceptions import (
+    AmbiguousSubmitError,
+    LotImageError,
+    QuotaExhaustedError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskStalledError,
+)
 from airflow_provider_lotimage.failures import fail_fast
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
@@ -25,7 +43,11 @@ from airflow_provider_lotimage.task_state import ResumableJobMixin, release, tas
 from airflow_provider_lotimage.templating import is_template
 from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger, result_from_event
 from airflow_provider_lotimage.validation import validate_cutting, validate_webhook
-from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT
+from airflow_provider_lotimage.waiting import (
+    DEFAULT_STALL_TIMEOUT,
+    earliest_first_poll,
+    validate_first_poll_delay,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -46,6 +68,26 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     :param poll_interval: seconds between progress reads while waiting.
     :param timeout: seconds the wait may take (``execution_timeout`` stays Airflow's hard limit).
     :param stall_timeout: seconds without progress after which the task counts as stalled.
+    :param first_poll_delay: deferrable only: seconds after the deferral before the trigger's
+        first progress read, so before the task can resume. ``None`` (default): the worker's
+        ``[workers] min_heartbeat_interval`` + 5 s, read when it defers (10 s with Airflow's
+        defaults). A trigger that fires sooner can make Airflow 3 fail the resumed task ("state
+        mismatch"); see :func:`~airflow_provider_lotimage.waiting.default_first_poll_delay`. No
+        progress is read before deferring: a task submitted a moment ago cannot have finished,
+        and a retry that reconnects to its task has just read its progress.
+
+    **Paid-task budget**: when the DAG run has the param ``max_paid_tasks_per_run`` (a whole
+    number; ``None`` for no budget), every paid call of the run's LotImage operators first takes a
+    place in it, counted across tasks, map indexes, workers and tries: a retry that reconnects to
+    its paid task takes none, one that submits afresh takes one more. Once the run's places are
+    taken, the task fails before any call with ``PaidTaskBudgetError`` and without Airflow retries
+    (the run's budget stays spent). How it is counted, and the exact bound, is in
+    :mod:`airflow_provider_lotimage.budget`.
+
+    **Daily quota**: a paid call refused because the key's daily quota is spent fails at once,
+    without Airflow retries, saying when the quota resets (00:00 UTC); nothing was paid. A task
+    whose paid task cannot be *read* for the same reason fails the same way, keeping its taskId:
+    cleared after the reset, it reconnects to the paid task without paying again.
     """
 
     external_id_key = "lotimage_task"
@@ -63,6 +105,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         poll_interval: float = 10.0,
         timeout: float | None = 3600.0,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+        first_poll_delay: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -76,7 +119,10 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         self.poll_interval = poll_interval
         self.timeout = timeout
         self.stall_timeout = stall_timeout
+        self.first_poll_delay = validate_first_poll_delay(first_poll_delay)
         self._result: Any = None
+        self._budget: PaidTaskBudget | None = None
+        self._finished: TaskProgress | None = None
 
     @cached_property
     def hook(self) -> LotImageHook:
@@ -100,21 +146,46 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
 
     def execute(self, context: Context) -> Any:
         with fail_fast(resubmits=True):
+            self._budget = self.paid_task_budget(context)
+            if self._budget is not None:
+                # Airflow deleted this task instance's XComs as the try started: claim again at once.
+                self._budget.republish()
             self.validate()
             result = self.execute_resumable(context)
-        release(context, self.external_id_key)
+        self._release(context)
         return result
+
+    def paid_task_budget(self, context: Context) -> PaidTaskBudget | None:
+        """Return the run's paid-task budget (the DAG param ``max_paid_tasks_per_run``), if it has one.
+
+        :raises LotImageInputError: the param is not a whole number, before any call.
+        """
+        params = context.get("params") or {}
+        limit = parse_budget(params.get(BUDGET_PARAM) if BUDGET_PARAM in params else None)
+        if limit is None:
+            return None
+        ledger = RunLedger(context, paid_task_ids(context["dag"], LotImageSubmitOperator))
+        return PaidTaskBudget(limit, ledger)
+
+    def _release(self, context: Context) -> None:
+        release(context, self.external_id_key)
+        if self._budget is not None:
+            release(context, CLAIM_KEY)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: validate its event, then return the result dict."""
         with fail_fast(resubmits=True):
+            self._budget = self.paid_task_budget(context)
             try:
-                result = result_from_event(event)
+                with self._paid_task_unreadable(
+                    event.get("lotimage_task_id") if isinstance(event, dict) else None
+                ):
+                    result = result_from_event(event)
             except (TaskStalledError, TaskFailedError):
                 self._forget(context)
                 raise
             result = record_result(context, result)
-        release(context, self.external_id_key)
+        self._release(context)
         return result
 
     # -- ResumableJobMixin -----------------------------------------------------------------------
@@ -124,7 +195,22 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         return hashlib.sha256(fields.encode()).hexdigest()[:16]
 
     def submit_job(self, context: Context) -> dict[str, Any]:
-        task_id = self.submit()
+        if self._budget is not None:
+            self._budget.admit()
+        try:
+            task_id = self.submit()
+        except QuotaExhaustedError as err:
+            self._give_back()
+            raise QuotaExhaustedError(
+                f"{err.message}. This task's paid call was refused, so nothing was paid for it: "
+                "clear it after the reset to submit it then",
+                status=err.status,
+                http_status=err.http_status,
+            ) from err
+        except LotImageError as err:
+            if not isinstance(err, AmbiguousSubmitError):
+                self._give_back()  # answered with a refusal, or never sent: no task was created
+            raise
         self.log.info("Submitted LotImage task %s", task_id)
         context["ti"].xcom_push(key=TASK_ID_XCOM_KEY, value=task_id)
         return {"lotimage_task_id": task_id, "request": self._fingerprint()}
@@ -140,12 +226,16 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         if external_id.get("abandoned"):
             return "abandoned"
         try:
-            progress = self.hook.get_task_progress(str(external_id.get("lotimage_task_id")))
+            with self._paid_task_unreadable(str(external_id.get("lotimage_task_id"))):
+                progress = self.hook.get_task_progress(str(external_id.get("lotimage_task_id")))
         except TaskFailedError:
             return "failed"
         except TaskNotFoundError:
             return "not_found"
-        return "finished" if progress.is_finished else "running"
+        if progress.is_finished:
+            self._finished = progress  # the result, read once: each read counts against a daily quota
+            return "finished"
+        return "running"
 
     def is_job_active(self, status: str) -> bool:
         return status == "running"
@@ -169,17 +259,19 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
                     poll_interval=self.poll_interval,
                     end_time=None if self.timeout is None else time.time() + self.timeout,
                     stall_timeout=self.stall_timeout,
+                    first_poll_at=earliest_first_poll(self.first_poll_delay),
                 ),
                 method_name="execute_complete",
             )
         try:
-            progress = self.hook.wait_for_task(
-                task_id,
-                poll_interval=self.poll_interval,
-                timeout=self.timeout,
-                stall_timeout=self.stall_timeout,
-                on_progress=lambda pct: self.log.info("LotImage task %s: %d%%", task_id, pct),
-            )
+            with self._paid_task_unreadable(task_id):
+                progress = self.hook.wait_for_task(
+                    task_id,
+                    poll_interval=self.poll_interval,
+                    timeout=self.timeout,
+                    stall_timeout=self.stall_timeout,
+                    on_progress=lambda pct: self.log.info("LotImage task %s: %d%%", task_id, pct),
+                )
         except (TaskStalledError, TaskFailedError):
             self._forget(context)
             raise
@@ -193,7 +285,34 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         context["ti"].xcom_push(key=TASK_ID_XCOM_KEY, value=task_id)
         if not self.wait_for_completion:
             return task_id
-        return record_result(context, self.hook.get_task_progress(task_id).to_result())
+        progress = self._finished
+        if progress is None or progress.task_id != task_id:
+            with self._paid_task_unreadable(task_id):
+                progress = self.hook.get_task_progress(task_id)
+        return record_result(context, progress.to_result())
+
+    def _give_back(self) -> None:
+        """Return the budget place of a paid call that certainly created no task."""
+        if self._budget is not None:
+            self._budget.release()
+
+    @contextlib.contextmanager
+    def _paid_task_unreadable(self, lotimage_task_id: str | None) -> Iterator[None]:
+        """Say, when a read of a paid task is refused for the daily quota, that clearing costs nothing.
+
+        The taskId stays recorded (it is not forgotten, unlike a failed task), so the task cleared
+        after the reset reconnects to the paid task instead of submitting again.
+        """
+        try:
+            yield
+        except QuotaExhaustedError as err:
+            which = f"LotImage task {lotimage_task_id}" if lotimage_task_id else "The LotImage task"
+            raise QuotaExhaustedError(
+                f"{err.message}. {which} is paid but its progress cannot be read until then: clear "
+                "this task after the reset and it reconnects to the paid task without paying again",
+                status=err.status,
+                http_status=err.http_status,
+            ) from err
 
     def _forget(self, context: Context) -> None:
         """Mark the stored task as not worth reconnecting to, so a retry submits afresh."""

@@ -12,6 +12,10 @@ from airflow_provider_lotimage.validation import validate_button, validate_task_
 class ButtonOperator(LotImageSubmitOperator):
     """Press ``button`` on a finished LotImage task; return the new taskId, or its result when waiting.
 
+    Each press is a paid task: like :class:`~airflow_provider_lotimage.operators.imagine.ImagineOperator`
+    it takes a place in the run's ``max_paid_tasks_per_run`` budget (a DAG param) before the call
+    and fails without Airflow retries once none is left, or once the key's daily quota is spent.
+
     :param lotimage_task_id: the parent task (templated): its taskId, or its result dict (as
         returned by TaskProgressSensor or a waiting operator), in which case the button is also
         checked against the buttons the parent offers.

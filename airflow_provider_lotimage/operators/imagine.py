@@ -16,6 +16,12 @@ class ImagineOperator(LotImageSubmitOperator):
     :class:`~airflow_provider_lotimage.operators._submit.LotImageSubmitOperator` for the waiting
     and crash-safety parameters.
 
+    Each submission is a paid task. When the DAG run has the param ``max_paid_tasks_per_run``,
+    it first takes a place in that budget, shared with every other LotImage operator of the run
+    (map indexes, workers and retries included), and fails before any call, without Airflow
+    retries, once the run has none left (``PaidTaskBudgetError``). A submission refused because the
+    key's daily quota is spent fails at once, without retries, saying when the quota resets.
+
     :param prompt: the Midjourney prompt (templated); at most 4000 characters.
     """
 

@@ -19,7 +19,12 @@ from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureL
 from airflow_provider_lotimage.task_state import release, task_state
 from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger, result_from_event
 from airflow_provider_lotimage.validation import validate_task_id
-from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWatch
+from airflow_provider_lotimage.waiting import (
+    DEFAULT_STALL_TIMEOUT,
+    ProgressWatch,
+    earliest_first_poll,
+    validate_first_poll_delay,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -37,10 +42,19 @@ class TaskProgressSensor(BaseSensorOperator):
     with the service's reason when the task fails, and when no progress is seen for
     ``stall_timeout`` seconds. Works in ``poke``, ``reschedule`` and deferrable modes.
 
+    Deferrable, it reads the progress once in the worker first and returns at once when the task
+    has already finished (a sensor placed after a long-finished task, a rerun): no trigger, no
+    second worker run, and no deferral that Airflow could race (see below).
+
     :param lotimage_task_id: the taskId to follow (templated), e.g. ``imagine.output``.
     :param lotimage_conn_id: the LotImage connection.
     :param stall_timeout: seconds without progress after which the task counts as stalled.
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
+    :param first_poll_delay: deferrable only: seconds after the deferral before the trigger's
+        first progress read, so before the task can resume. ``None`` (default): the worker's
+        ``[workers] min_heartbeat_interval`` + 5 s, read when it defers (10 s with Airflow's
+        defaults). A trigger that fires sooner can make Airflow 3 fail the resumed task ("state
+        mismatch"); see :func:`~airflow_provider_lotimage.waiting.default_first_poll_delay`.
     """
 
     template_fields = ("lotimage_task_id",)
@@ -55,6 +69,7 @@ class TaskProgressSensor(BaseSensorOperator):
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: float = 10.0,
+        first_poll_delay: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
@@ -62,6 +77,7 @@ class TaskProgressSensor(BaseSensorOperator):
         self.lotimage_conn_id = lotimage_conn_id
         self.stall_timeout = stall_timeout
         self.deferrable = deferrable
+        self.first_poll_delay = validate_first_poll_delay(first_poll_delay)
         self._watch: ProgressWatch | None = None
 
     @cached_property
@@ -70,7 +86,12 @@ class TaskProgressSensor(BaseSensorOperator):
         return LotImageHook(self.lotimage_conn_id)
 
     def execute(self, context: Context) -> Any:
-        """Check the taskId, then wait by poking or, when deferrable, in the triggerer."""
+        """Check the taskId, then wait by poking or, when deferrable, poke once and defer if not done.
+
+        The one poke before deferring is the same read as any poke (a failed task fails here,
+        a read error only means "not known yet"), so a finished task costs one call and one
+        worker run.
+        """
         with fail_fast(resubmits=False):
             self.lotimage_task_id = validate_task_id(self.lotimage_task_id)
         # The extra link is computed whenever the task finishes or defers: give it a value early.
@@ -81,6 +102,10 @@ class TaskProgressSensor(BaseSensorOperator):
             except AirflowSensorTimeout:
                 self._drop_watch(context)
                 raise
+        done = self.poke(context)
+        if isinstance(done, PokeReturnValue) and done.is_done:
+            return done.xcom_value
+        self._drop_watch(context)  # the trigger keeps its own from here on
         self.defer(
             trigger=TaskProgressTrigger(
                 lotimage_task_id=self.lotimage_task_id,
@@ -88,6 +113,7 @@ class TaskProgressSensor(BaseSensorOperator):
                 poll_interval=self.poke_interval,
                 end_time=time.time() + self.timeout,
                 stall_timeout=self.stall_timeout,
+                first_poll_at=earliest_first_poll(self.first_poll_delay),
             ),
             method_name="execute_complete",
         )

@@ -190,7 +190,8 @@ def test_client_certificate_on_both_paths(
 def test_deferred_sensor_fails_at_once(
     problem: str, tls_emulator: Emulator, test_ca: TestCA, dead_proxy_url: str, monkeypatch
 ) -> None:
-    """A task paid through a working connection, followed in the triggerer through a broken one."""
+    """A task paid through a working connection, followed through a broken one: the deferrable
+    sensor's first poke (before any deferral) fails the task at once."""
     from airflow.sdk import DAG
 
     from airflow_provider_lotimage.sensors.task_progress import TaskProgressSensor
@@ -216,6 +217,33 @@ def test_deferred_sensor_fails_at_once(
     assert run.state == "failed"
     expected = "proxy" if problem == "dead_proxy" else "TLS handshake"
     assert errors and expected in errors[0], errors
+    assert tls_emulator.stats()["requests"]["progress"] == 0
+
+
+@pytest.mark.parametrize("problem", ["dead_proxy", "untrusted_certificate"])
+def test_trigger_through_a_broken_connection_ends_with_an_error_at_once(
+    problem: str, tls_emulator: Emulator, test_ca: TestCA, dead_proxy_url: str, monkeypatch
+) -> None:
+    """The triggerer's own path: the deferrable sensor now fails in its first poke, so the trigger
+    is driven directly, as the triggerer would run it after a deferral."""
+    import asyncio
+
+    from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger
+
+    connect(monkeypatch, tls_emulator.url, verify=str(test_ca.ca_cert))
+    task_id = LotImageHook(retry_policy=FAST).imagine("a lighthouse")
+    broken = {"verify": str(test_ca.ca_cert), "proxies": through(dead_proxy_url)}
+    connect(monkeypatch, tls_emulator.url, "lotimage_broken", **(broken if problem == "dead_proxy" else {}))
+    trigger = TaskProgressTrigger(
+        task_id, "lotimage_broken", poll_interval=0.3, end_time=time.time() + 1800, first_poll_at=time.time()
+    )
+    started = time.monotonic()
+    event = asyncio.run(anext(trigger.run()))
+    assert time.monotonic() - started < FAST_FAILURE
+    expected = "proxy" if problem == "dead_proxy" else "TLS handshake"
+    assert event.payload["status"] == "error", event.payload
+    assert expected in event.payload["message"], event.payload
+    assert event.payload["error_type"] == ("ProxyError" if problem == "dead_proxy" else "TLSError")
     assert tls_emulator.stats()["requests"]["progress"] == 0
 
 

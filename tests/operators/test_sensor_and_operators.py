@@ -240,3 +240,115 @@ def test_retry_after_a_stall_submits_afresh(lotimage_connection, lotimage_emulat
     run = run_dag(dag)
     assert run.state == "success"
     assert lotimage_emulator.stats()["submissions"]["imagine"] == 2
+
+
+# -- deferral: the sensor's poke before deferring, and the trigger's first-poll hold -------------
+
+
+class _FakeTI:
+    """Just what the operators touch of a task instance before they defer."""
+
+    try_number = 1
+
+    def __init__(self) -> None:
+        self.xcoms: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
+
+
+def test_deferrable_sensor_on_a_finished_task_returns_without_deferring(
+    lotimage_connection, lotimage_emulator
+) -> None:
+    """One read in the worker, no trigger: a finished task is never deferred on (nothing to race)."""
+    from airflow.sdk import DAG
+
+    from airflow_provider_lotimage.hooks.lotimage import LotImageHook
+    from airflow_provider_lotimage.sensors.task_progress import TaskProgressSensor
+
+    hook = LotImageHook()
+    task_id = hook.imagine("a finished teapot", cutting=True)
+    hook.wait_for_task(task_id, poll_interval=0.2, timeout=30)
+    reads_before = lotimage_emulator.stats()["requests"]["progress"]
+    with DAG("test_sensor_deferrable_finished", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        TaskProgressSensor(task_id="wait", lotimage_task_id=task_id, deferrable=True, poke_interval=0.3)
+    run = run_dag(dag)
+    assert run.state == "success"
+    result = xcom(run, "wait")
+    assert set(result) == EXPECTED_KEYS and result["lotimage_task_id"] == task_id
+    assert xcom(run, "wait", "lotimage_image_url") == result["image_url"]
+    assert lotimage_emulator.stats()["requests"]["progress"] - reads_before == 1
+
+
+def test_deferrable_sensor_on_an_unfinished_task_defers_and_succeeds(
+    lotimage_connection, lotimage_emulator
+) -> None:
+    from airflow.sdk import DAG
+
+    from airflow_provider_lotimage.operators.imagine import ImagineOperator
+    from airflow_provider_lotimage.sensors.task_progress import TaskProgressSensor
+
+    with DAG("test_sensor_deferrable_unfinished", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        imagine = ImagineOperator(task_id="imagine", prompt="a teapot in space")
+        TaskProgressSensor(
+            task_id="wait", lotimage_task_id=imagine.output, deferrable=True, poke_interval=0.3
+        )
+    run = run_dag(dag)
+    assert run.state == "success"
+    assert xcom(run, "wait")["lotimage_task_id"] == xcom(run, "imagine")
+    # The poke saw an unfinished task, the trigger read it again (at least once) until done.
+    assert lotimage_emulator.stats()["requests"]["progress"] >= 2
+    assert lotimage_emulator.stats()["submissions"]["imagine"] == 1
+
+
+@pytest.mark.parametrize(("first_poll_delay", "expected"), [(None, 2.0 + 5.0), (0, 0.0), (3.5, 3.5)])
+def test_operators_and_sensor_hand_the_first_poll_time_to_the_trigger(
+    lotimage_connection, lotimage_emulator, monkeypatch, first_poll_delay, expected
+) -> None:
+    """Computed in the worker at deferral time; the default from its [workers] min_heartbeat_interval."""
+    import time
+
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from airflow_provider_lotimage.hooks.lotimage import LotImageHook
+    from airflow_provider_lotimage.operators.button import ButtonOperator
+    from airflow_provider_lotimage.operators.imagine import ImagineOperator
+    from airflow_provider_lotimage.sensors.task_progress import TaskProgressSensor
+
+    monkeypatch.setenv("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "2")
+    lotimage_emulator.set_config(time_scale=1.0)  # an imagine takes 45 s: unfinished throughout
+    running = LotImageHook().imagine("a slow teapot")
+    kwargs = {"deferrable": True, "first_poll_delay": first_poll_delay}
+    tasks = [
+        (ImagineOperator(task_id="i", prompt="p", wait_for_completion=True, **kwargs), "op"),
+        (
+            ButtonOperator(
+                task_id="b", lotimage_task_id="t", button="U1", wait_for_completion=True, **kwargs
+            ),
+            "op",
+        ),
+        (TaskProgressSensor(task_id="s", lotimage_task_id=running, **kwargs), "sensor"),
+    ]
+    for task, kind in tasks:
+        context: Any = {"ti": _FakeTI()}
+        before = time.time()
+        with pytest.raises(TaskDeferred) as deferred:
+            if kind == "op":
+                task.poll_until_complete({"lotimage_task_id": running}, context)
+            else:
+                task.execute(context)
+        trigger = deferred.value.trigger
+        assert before + expected <= trigger.first_poll_at <= time.time() + expected, task.task_id
+        assert trigger.serialize()[1]["first_poll_at"] == trigger.first_poll_at
+
+
+@pytest.mark.parametrize("bad", [-1, "10", True])
+def test_bad_first_poll_delay_rejected_at_parse_time(bad: Any) -> None:
+    from airflow_provider_lotimage.exceptions import LotImageInputError
+    from airflow_provider_lotimage.operators.imagine import ImagineOperator
+    from airflow_provider_lotimage.sensors.task_progress import TaskProgressSensor
+
+    with pytest.raises(LotImageInputError, match="first_poll_delay"):
+        ImagineOperator(task_id="i", prompt="p", first_poll_delay=bad)
+    with pytest.raises(LotImageInputError, match="first_poll_delay"):
+        TaskProgressSensor(task_id="s", lotimage_task_id="t", first_poll_delay=bad)

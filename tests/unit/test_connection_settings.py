@@ -59,12 +59,25 @@ def test_network_extras_reach_both_transports(tmp_path: Path) -> None:
         ({"cert": "/no/such/client.pem"}, "cert"),
         ({"cert": ["a", "b", "c"]}, "cert"),
         ({"trust_env": "sometimes"}, "trust_env"),
+        ({"rate_limit_scope": "redis", "rate_limit_redis_conn_id": ""}, "rate_limit_redis_conn_id"),
+        ({"rate_limit_scope": "redis", "rate_limit_redis_conn_id": "  "}, "rate_limit_redis_conn_id"),
+        ({"rate_limit_scope": "redis", "rate_limit_redis_conn_id": 5}, "rate_limit_redis_conn_id"),
+        ({"rate_limit_redis_conn_id": ["redis_default"]}, "rate_limit_redis_conn_id"),
     ],
 )
 def test_bad_extra_names_connection_and_field(extra: dict[str, Any], field: str) -> None:
     with pytest.raises(ConnectionConfigError, match=f"'my_lotimage', extra '{field}'") as info:
         read_settings(conn(password="k"), extra)
     assert info.value.ends_task(resubmits=True)  # no Airflow retry fixes a connection
+
+
+def test_redis_scope_and_its_connection() -> None:
+    settings = read_settings(conn(password="k"), {"rate_limit_scope": "redis"})
+    assert (settings.rate_limit_scope, settings.rate_limit_redis_conn_id) == ("redis", "redis_default")
+    named = read_settings(conn(password="k"), {"rate_limit_scope": "redis", "rate_limit_redis_conn_id": "rl"})
+    assert named.rate_limit_redis_conn_id == "rl"
+    # Unused by other scopes, an empty id (what a form may save) is no mistake there.
+    assert read_settings(conn(password="k"), {"rate_limit_redis_conn_id": ""}).rate_limit_scope == "host"
 
 
 def test_missing_key() -> None:

@@ -32,7 +32,13 @@ def test_connection_type_declared_declaratively() -> None:
     assert conn["hook-name"] == "LotImage"
     assert conn["hook-class-name"] == "airflow_provider_lotimage.hooks.lotimage.LotImageHook"
     assert conn["ui-field-behaviour"]["relabeling"]["password"] == "API key"
-    assert set(conn["conn-fields"]) == {"rate_limit", "rate_limit_scope", "timeout"}
+    assert set(conn["conn-fields"]) == {
+        "rate_limit",
+        "rate_limit_scope",
+        "rate_limit_redis_conn_id",
+        "timeout",
+    }
+    assert conn["conn-fields"]["rate_limit_scope"]["schema"]["enum"] == ["host", "redis", "process", None]
 
 
 def test_provider_info_matches_airflow_schema() -> None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import multiprocessing
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from airflow_provider_lotimage.exceptions import RateLimitedError
 from airflow_provider_lotimage.ratelimit import SlidingWindowLimiter, key_identity, limiter_for
+from airflow_provider_lotimage.retry import RetryPolicy
+from airflow_provider_lotimage.transport import Call
 
 
 class FakeClock:
@@ -76,3 +82,69 @@ def test_registry_gives_one_limiter_per_key_and_rate() -> None:
     assert "secret" not in ident
     assert limiter_for(ident, 3.0, "process") is limiter_for(ident, 3.0, "process")
     assert limiter_for(ident, 0.5, "process").calls == 1
+
+
+def test_async_hold_backs_of_the_local_limiter() -> None:
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(3, 1.1, clock=clock)
+    asyncio.run(limiter.ablock_for(2.0))
+    assert limiter.reserve() >= 2.0
+    later = SlidingWindowLimiter(3, 1.1, clock=clock)
+    asyncio.run(later.asent(clock.now, clock.now + 0.5))  # left half a second late
+    assert later.reserve() >= 0.5 + 1.1 - 1e-9
+
+
+class RecordingLimiter:
+    """Stands in for a key's limiter to see which hold-back the retry loops use."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[str, float]] = []
+
+    def acquire(self) -> float:
+        return 0.0
+
+    async def acquire_async(self) -> float:
+        return 0.0
+
+    def block_for(self, seconds: float) -> None:
+        self.held.append(("sync", seconds))
+
+    async def ablock_for(self, seconds: float) -> None:
+        self.held.append(("async", seconds))
+
+    async def asent(self, slot: float, sent_at: float) -> None:
+        return None
+
+
+def _rate_limited_once() -> Callable[[], str]:
+    answers = iter([RateLimitedError("429", retry_after=0.01, http_status=429), "done"])
+
+    def call() -> str:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return call
+
+
+def test_a_429_holds_the_key_back_sync_and_async() -> None:
+    """The sync loop tells the limiter directly; the async loop awaits it (a Redis budget is remote)."""
+    policy = RetryPolicy(max_attempts=2, base_delay=0.01)
+    call = Call("task/progress", "/p", {}, paid=False, parse=lambda reply: reply)
+    log = logging.getLogger("test")
+    limiter = RecordingLimiter()
+    attempt_once = _rate_limited_once()
+    for attempt in policy.retrying(call, limiter, log):
+        with attempt:
+            attempt_once()
+
+    async def main() -> None:
+        attempt_again = _rate_limited_once()
+        async for attempt in policy.aretrying(call, limiter, log):
+            with attempt:
+                attempt_again()
+
+    asyncio.run(main())
+    assert [kind for kind, _ in limiter.held] == ["sync", "async"]
+    assert all(0.01 <= seconds <= 0.3 for _, seconds in limiter.held)

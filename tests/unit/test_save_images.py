@@ -6,8 +6,14 @@ the operator inside a DAG with ``dag.test()`` (needs the metadata DB, created on
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import re
+import socket
+import threading
+import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -431,3 +437,225 @@ def test_operator_runs_in_a_dag(airflow_db: None, server: PictureServer, tmp_pat
     assert first["new_count"] == 5
     assert first["new_paths"] == [f"file://{day}/{TASK_ID}_{n}.png" for n in range(5)]
     assert (second["new_count"], second["unchanged_count"], second["new_paths"]) == (0, 5, [])
+
+
+# --- atomic writes and storage failures ---------------------------------------------------------
+
+TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.part-[0-9a-f]{12}$")
+
+
+def visible(directory: Path) -> list[str]:
+    """What a user listing the folder sees: everything but the hidden temporary files."""
+    return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+
+
+def temporary(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if TEMP_NAME.match(p.name))
+
+
+class HeldBody:
+    """A route that sends the headers and the first half of a picture, then waits to be released."""
+
+    def __init__(self, body: bytes, *, finish: bool = True) -> None:
+        self.body = body
+        self.finish = finish
+        self.half_sent = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, handler: Any) -> None:
+        half = len(self.body) // 2
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Content-Length", str(len(self.body)))
+        handler.end_headers()
+        handler.wfile.write(self.body[:half])
+        handler.wfile.flush()
+        self.half_sent.set()
+        self.release.wait(30)
+        if self.finish:
+            handler.wfile.write(self.body[half:])
+        else:  # the connection breaks mid-body
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+
+
+def big_grid() -> bytes:
+    """A grid whose PNG is large enough to arrive in several pieces."""
+    from .test_images import make_noise
+
+    return make_noise(400, 300)
+
+
+def test_download_streams_into_a_hidden_temporary_file_and_appears_whole(
+    server: PictureServer, tmp_path: Path
+) -> None:
+    body = big_grid()
+    held = HeldBody(body)
+    result = grid_result(server)
+    server.routes[grid_path()] = held
+    outcome: dict[str, Any] = {}
+    worker = threading.Thread(
+        target=lambda: outcome.setdefault("paths", run(save_op(result, f"file://{tmp_path}")))
+    )
+    worker.start()
+    try:
+        assert held.half_sent.wait(10)
+        deadline = time.monotonic() + 10
+        while not (temporary(tmp_path) and (tmp_path / temporary(tmp_path)[0]).stat().st_size):
+            assert time.monotonic() < deadline, "the download never reached a temporary file"
+            time.sleep(0.01)
+        # Mid-download: half the picture is on disk, under a hidden name only.
+        (temp,) = temporary(tmp_path)
+        assert TEMP_NAME.match(temp).group("stem") == f"{TASK_ID}_0"  # type: ignore[union-attr]
+        assert 0 < (tmp_path / temp).stat().st_size < len(body)
+        assert visible(tmp_path) == []
+    finally:
+        held.release.set()
+        worker.join(30)
+    assert visible(tmp_path) == [f"{TASK_ID}_0.json", f"{TASK_ID}_0.png"]
+    assert temporary(tmp_path) == []
+    assert (tmp_path / f"{TASK_ID}_0.png").read_bytes() == body
+    assert json.loads((tmp_path / f"{TASK_ID}_0.json").read_text())["bytes"] == len(body)
+
+
+def test_download_broken_mid_body_leaves_nothing(server: PictureServer, tmp_path: Path) -> None:
+    held = HeldBody(big_grid(), finish=False)
+    held.release.set()
+    result = grid_result(server)
+    server.routes[grid_path()] = held
+    with pytest.raises(ImageDownloadError, match="could not store picture 0") as info:
+        run(save_op(result, f"file://{tmp_path}"))
+    assert TASK_ID in str(info.value) and "SECRETSIGNATURE" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # neither a picture nor a temporary file
+
+
+def test_retry_removes_the_temporary_files_a_killed_try_left(server: PictureServer, tmp_path: Path) -> None:
+    import fcntl
+
+    ours = tmp_path / f".{TASK_ID}_0.part-0123456789ab"
+    ours_sidecar = tmp_path / f".{TASK_ID}_0.json.part-0123456789ac"
+    other_task = tmp_path / ".another-task_0.part-0123456789ad"
+    live = tmp_path / f".{TASK_ID}_3.part-0123456789ae"  # still being written by a live process
+    user_file = tmp_path / "notes.part-0123456789af"
+    for path in (ours, ours_sidecar, other_task, live, user_file):
+        path.write_bytes(b"\x89PNG half a pict")
+    with open(live, "rb") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        run(save_op(grid_result(server), f"file://{tmp_path}"))
+    remaining = sorted(p.name for p in tmp_path.iterdir())
+    assert remaining == sorted(
+        [other_task.name, live.name, user_file.name, f"{TASK_ID}_0.json", f"{TASK_ID}_0.png"]
+    )
+
+
+def test_sidecar_write_failure_leaves_no_sidecar_and_a_rerun_completes(
+    server: PictureServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from airflow_provider_lotimage.exceptions import StorageError
+
+    real_replace = os.replace
+
+    def full_disk_for_sidecars(src: Any, dst: Any) -> None:
+        if str(dst).endswith(".json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full_disk_for_sidecars)
+    with pytest.raises(StorageError) as info:
+        run(save_op(grid_result(server), f"file://{tmp_path}"))
+    message = str(info.value)
+    assert "write the sidecar of picture 0" in message and f"file://{tmp_path}" in message
+    assert "no space left" in message and "free space there" in message and "then retry" in message
+    assert visible(tmp_path) == [f"{TASK_ID}_0.png"] and temporary(tmp_path) == []
+
+    monkeypatch.setattr(os, "replace", real_replace)
+    _, extra = run(save_op(grid_result(server), f"file://{tmp_path}"))
+    assert extra["new_count"] == 1  # no sidecar, no commit: the pair is redone
+    assert visible(tmp_path) == [f"{TASK_ID}_0.json", f"{TASK_ID}_0.png"]
+
+
+def test_destination_below_a_file_fails_before_any_download_then_retry_completes(
+    server: PictureServer, tmp_path: Path
+) -> None:
+    from airflow_provider_lotimage.exceptions import StorageError
+
+    blocker = tmp_path / "archive"
+    blocker.write_text("a file where a folder should be")
+    destination = f"file://{blocker}/pictures"
+    with pytest.raises(StorageError) as info:
+        run(save_op(grid_result(server), destination))
+    message = str(info.value)
+    assert "a part of the path is a file, not a folder" in message and destination in message
+    assert "move that file away" in message and "then retry the task" in message
+    assert sum(server.hits.values()) == 0  # the folder is made before the download starts
+
+    blocker.unlink()
+    paths, _ = run(save_op(grid_result(server), destination))
+    assert paths == [f"{destination}/{TASK_ID}_0.png"]
+
+
+@pytest.mark.parametrize("status", [403, 410])
+def test_expired_link_says_which_picture_and_what_to_do_in_airflow(
+    server: PictureServer, tmp_path: Path, status: int
+) -> None:
+    result = cut_result(server)
+    server.serve("/cut/3.png", b"gone", status=status, content_type="text/plain")
+    with pytest.raises(ImageDownloadError) as info:
+        run(save_op(result, f"file://{tmp_path}"))
+    message = str(info.value)
+    assert (
+        f"could not store picture 3: picture link {server.url('/cut/3.png')} answered HTTP {status}"
+        in message
+    )
+    assert "expired" in message and f"(LotImage task {TASK_ID})" in message
+    assert "read the task again for fresh links" in message and "SECRET" not in message
+    assert info.value.http_status == status
+    # Pictures 1 and 2 were stored whole; 3 left nothing behind.
+    assert visible(tmp_path) == [f"{TASK_ID}_{n}.{ext}" for n in (1, 2) for ext in ("json", "png")]
+    assert temporary(tmp_path) == []
+
+
+def test_other_file_systems_write_a_temporary_name_then_rename(
+    server: PictureServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system that is neither local nor an object store (here fsspec's memory one)."""
+    from airflow.sdk import ObjectStoragePath
+    from airflow.sdk.io.store import attach
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    fs = MemoryFileSystem()
+    attach("memory", fs=fs)
+    moves: list[tuple[str, str]] = []
+    real_mv = fs.mv
+    monkeypatch.setattr(fs, "mv", lambda src, dst, **kw: (moves.append((src, dst)), real_mv(src, dst, **kw)))
+    target = ObjectStoragePath(f"memory://pictures-{uuid.uuid4().hex}/day")
+    paths, _ = run(save_op(grid_result(server, split_grid=True), target, split_grid=True))
+
+    assert [ObjectStoragePath(p).name for p in paths] == [f"{TASK_ID}_{n}.png" for n in range(5)]
+    assert sorted(p.name for p in target.iterdir()) == sorted(
+        f"{TASK_ID}_{n}.{ext}" for n in range(5) for ext in ("json", "png")
+    )
+    assert len(moves) == 10 and all(TEMP_NAME.match(src.rpartition("/")[2]) for src, _ in moves)
+    assert ObjectStoragePath(paths[0]).read_bytes() == make_grid(64, 48)
+
+
+def test_a_sink_failure_is_not_reported_as_a_download_failure(server: PictureServer) -> None:
+    """fetch_picture hands each piece to the sink; what the sink raises comes out unchanged."""
+    import requests
+
+    from airflow_provider_lotimage.images import fetch_picture
+
+    url = server.serve("/noise.png", big_grid())
+    pieces: list[bytes] = []
+    with requests.Session() as session:
+        data = fetch_picture(session, url, max_bytes=10**7, timeout=10, sink=pieces.append)
+        assert b"".join(pieces) == data
+
+        def full(chunk: bytes) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        with pytest.raises(OSError) as info:
+            fetch_picture(session, url, max_bytes=10**7, timeout=10, sink=full)
+    assert info.value.errno == errno.ENOSPC and not isinstance(info.value, ImageDownloadError)

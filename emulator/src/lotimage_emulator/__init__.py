@@ -15,7 +15,8 @@ expiring picture links). Quick use::
 
 Admin endpoints (no auth): ``GET /_emulator/health``, ``GET /_emulator/stats``,
 ``GET /_emulator/tasks``, ``GET|POST|DELETE /_emulator/faults``, ``DELETE /_emulator/faults/<id>``,
-``GET|POST /_emulator/config``, ``POST /_emulator/reset``; pictures at
+``GET|POST /_emulator/config``, ``POST /_emulator/reset``, ``POST /_emulator/next-day`` (start the
+next day of the daily quota now; body ``{"days": n}`` optional); pictures at
 ``GET /_emulator/images/<token>.png``. The emulator imports nothing of Airflow or of the provider:
 its view of the API is :mod:`.contract`.
 
@@ -35,7 +36,7 @@ TLS or a proxy tunnelling ``CONNECT``; ``url`` and the picture links then start 
      "webhooks": {"attempted": n, "succeeded": n, "failed": n, "suppressed": n},
      "tasks": {"queued": n, "running": n, "finished": n, "failed": n, "stalled": n, "total": n},
      "events": {"delays": n, "dropped_connections": n, "image_requests": n, "image_expired": n,
-                "images_served": n},
+                "images_served": n, "slow_bodies": n},
      "faults": [<rule>, ...], "config": {...}, "renders": n,
      "timeline": {"first_submit": t, "last_submit": t, "first_image": t, "last_image": t}}  # epoch s
 
@@ -266,6 +267,18 @@ class Emulator:
         self.engine.reset()
         if self._app is not None:
             self._app.cache.clear()
+
+    @property
+    def quota_day(self) -> str:
+        """The UTC day (``YYYY-MM-DD``) the daily quota counts calls in (today, unless moved on)."""
+        return self.engine.quota_day()
+
+    def next_day(self, days: int = 1) -> str:
+        """Start the next quota day now, as midnight UTC would; return it (``POST /_emulator/next-day``).
+
+        Every key's daily count starts again; tasks, their times and picture links are untouched.
+        """
+        return self.engine.next_day(days)
 
     def stats(self) -> dict[str, Any]:
         """Return the same snapshot as ``GET /_emulator/stats``."""

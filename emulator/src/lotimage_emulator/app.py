@@ -99,6 +99,32 @@ def _decode_multipart(raw: bytes, boundary: bytes) -> dict[str, Any] | None:
     return fields or None
 
 
+#: Pieces a ``slow_body`` picture is sent in, evenly spread over the rule's ``seconds``.
+_SLOW_BODY_PIECES = 40
+
+
+async def _send_slowly(request: web.Request, data: bytes, seconds: float) -> web.StreamResponse:
+    """Send ``data`` in :data:`_SLOW_BODY_PIECES` pieces over ``seconds`` (a correct length header).
+
+    A client that hangs up (or is killed) mid-way just ends the answer.
+    """
+    response = web.StreamResponse(
+        headers={"Content-Type": "image/png", "Cache-Control": "private, max-age=60"}
+    )
+    response.content_length = len(data)
+    step = max(1, -(-len(data) // _SLOW_BODY_PIECES))
+    pause = seconds / _SLOW_BODY_PIECES
+    try:
+        await response.prepare(request)
+        for start in range(0, len(data), step):
+            await asyncio.sleep(pause)
+            await response.write(data[start : start + step])
+        await response.write_eof()
+    except ConnectionError:
+        log.info("picture download ended by the client mid-body")
+    return response
+
+
 def _dumps(body: Any) -> str:
     return json.dumps(body, ensure_ascii=False)
 
@@ -140,6 +166,7 @@ class EmulatorApp:
         app.router.add_get(f"{ADMIN_PREFIX}/config", self.get_config)
         app.router.add_post(f"{ADMIN_PREFIX}/config", self.set_config)
         app.router.add_post(f"{ADMIN_PREFIX}/reset", self.reset)
+        app.router.add_post(f"{ADMIN_PREFIX}/next-day", self.next_day)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -249,6 +276,10 @@ class EmulatorApp:
         level = self.engine.config.png_compress_level
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(self.executor, self._png, task, ref, size, level)
+        slow = self.engine.faults.take("image", None, kinds=("slow_body",))
+        if slow is not None:
+            self.engine.note_event("slow_bodies")
+            return await _send_slowly(request, data, slow.seconds)
         return web.Response(
             body=data, content_type="image/png", headers={"Cache-Control": "private, max-age=60"}
         )
@@ -345,6 +376,23 @@ class EmulatorApp:
         self.engine.reset()
         self.cache.clear()
         return _json_response({"status": 200})
+
+    async def next_day(self, request: web.Request) -> web.Response:
+        """Start the next day of the daily quota now; body ``{"days": n}`` (optional, default 1)."""
+        days: Any = 1
+        if await request.read():
+            try:
+                data = await request.json()
+            except ValueError:
+                return _admin_error("body must be JSON")
+            if not isinstance(data, dict):
+                return _admin_error("body must be a JSON object")
+            days = data.get("days", 1)
+        try:
+            today = self.engine.next_day(days)
+        except ValueError as exc:
+            return _admin_error(str(exc))
+        return _json_response({"status": 200, "quota_day": today})
 
     # -------------------------------------------------------------------------------- webhooks
     async def _tick_forever(self) -> None:

@@ -17,7 +17,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lotimage_emulator import rules
@@ -58,6 +58,8 @@ class Engine:
         self._keys: dict[str, KeyState] = {}
         self._webhooks: list[tuple[str, dict[str, Any]]] = []
         self.counters = Counters()
+        #: Days added to today's UTC date for the daily quota (:meth:`next_day`).
+        self._day_offset = 0
 
     def reset(self) -> None:
         """Forget tasks, counters, pictures and faults; restore the start-up config."""
@@ -119,7 +121,35 @@ class Engine:
         if refusal is not None:
             self.counters.events["rate_limited_by_limiter"] += 1
             return refusal
-        return rules.quota_refusal(state, datetime.now(UTC).date().isoformat(), config.daily_quota)
+        return rules.quota_refusal(state, self.quota_day(), config.daily_quota)
+
+    # ---------------------------------------------------------------------------------- quota day
+    def quota_day(self) -> str:
+        """Return the UTC day (``YYYY-MM-DD``) the daily quota is counted in.
+
+        Today's date at UTC, moved on by :meth:`next_day`: a quota that resets at midnight UTC
+        cannot be tested by waiting for midnight.
+        """
+        with self._lock:
+            return (datetime.now(UTC) + timedelta(days=self._day_offset)).date().isoformat()
+
+    def next_day(self, days: int = 1) -> str:
+        """Start a later quota day now, as midnight UTC would: every key's daily count starts again.
+
+        Only the quota's day moves; task times, ``createdAt`` and picture links keep the real clock,
+        so tasks created before keep running and can be read on the new day.
+
+        :param days: how many days to move on (at least 1).
+        :return: the new quota day.
+        """
+        if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+            raise ValueError(f"days must be a whole number of at least 1, got {days!r}")
+        with self._lock:
+            self._day_offset += days
+            today = self.quota_day()
+            for state in self._keys.values():
+                state.quota_day, state.quota_used = today, 0
+            return today
 
     def call(self, endpoint: str, key: str | None, params: dict[str, Any] | None, base_url: str) -> Answer:
         """Handle one API call whose body was decoded to ``params`` (``None``: undecodable)."""

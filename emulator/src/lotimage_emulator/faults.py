@@ -2,7 +2,7 @@
 
 A rule has a ``kind``, an optional ``endpoint`` filter and a ``count`` (how many requests, tasks,
 answers or deliveries it spoils before it is used up; ``None`` means forever). Rules are consumed
-at one of four points, which is why each kind belongs to one :data:`STAGES` entry:
+at one of five points, which is why each kind belongs to one :data:`STAGES` entry:
 
 * ``request``: the HTTP answer of a matching API call is replaced or delayed
   (``http_429``, ``http_status``, ``malformed_json``, ``drop_connection``, ``delay``); with
@@ -12,6 +12,8 @@ at one of four points, which is why each kind belongs to one :data:`STAGES` entr
   (``fail_task``, ``stall``, ``no_image_url``).
 * ``progress``: a ``task/progress`` answer is reshaped (``progress_format``, ``preview_url``).
 * ``webhook``: a webhook delivery is swallowed (``drop_webhooks``).
+* ``image``: a picture link's body is sent slowly, spread over ``seconds`` (``slow_body``), as by a
+  congested CDN: a client can be stopped (or killed) in the middle of a download. No endpoint.
 
 Rules travel as JSON over the admin endpoint, so :meth:`FaultRule.from_dict` validates strictly:
 a typo in a test's fault must fail loudly rather than silently inject nothing.
@@ -41,6 +43,7 @@ STAGES: dict[str, str] = {
     "progress_format": "progress",
     "preview_url": "progress",
     "drop_webhooks": "webhook",
+    "slow_body": "image",
 }
 #: Kinds that are "modes" rather than one-shot accidents: unlimited unless a count is given.
 _UNLIMITED_BY_DEFAULT = frozenset({"progress_format", "preview_url", "drop_webhooks"})
@@ -89,7 +92,8 @@ class FaultRule:
     a ``fail_task`` answer (default 400). ``retry_after``: seconds in the ``Retry-After`` header of
     ``http_429`` (``None``: no header). ``html``: ``http_status`` answers an HTML page, not JSON.
     ``body_only``: answer HTTP 200 and put the error only in the body. ``after_processing``: handle
-    the call first, then spoil the answer. ``seconds``: ``delay`` length. ``progress``: where
+    the call first, then spoil the answer. ``seconds``: ``delay`` length, or the time a
+    ``slow_body`` takes from its first to its last byte. ``progress``: where
     ``fail_task``/``stall`` stop. ``err_message``: ``fail_task``/``http_status`` message.
     ``format``: ``progress_format`` style. ``body``: exact broken body of ``malformed_json``.
     """
@@ -179,6 +183,8 @@ class FaultRule:
             raise FaultError(f"{self.kind} applies to tasks made by imagine or button, not progress")
         if self.stage == "progress" and self.endpoint not in (None, "progress"):
             raise FaultError(f"{self.kind} applies to task/progress answers only")
+        if self.stage == "image" and self.endpoint is not None:
+            raise FaultError(f"{self.kind} applies to picture links, which have no API endpoint")
         if self.count is not None and (
             not isinstance(self.count, int) or isinstance(self.count, bool) or self.count < 0
         ):
