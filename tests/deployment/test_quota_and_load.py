@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lotimage_emulator import Emulator, FaultRule
-from lotimage_emulator.faults import FaultBook
+from lotimage_emulator import Emulator
 from lotimage_emulator.pytest_plugin import TEST_API_KEY
 
 from airflow_harness import AirflowDeployment, DeploymentError
@@ -59,66 +58,12 @@ PROMPTS = [
 ]
 
 
-class SharedFaultBook(FaultBook):
-    """Fault rules that hit a share of the requests they match, spread evenly.
-
-    The emulator's rules hit the next ``count`` matching requests; a load test wants, say, one
-    imagine call in five refused all along the run. A rule added with :meth:`add_share` fires on
-    the matching requests ``n`` where ``floor(n * share)`` steps up (every fifth for 0.2).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._shares: dict[str, float] = {}
-        self._seen: Counter[str] = Counter()
-
-    def add_share(self, rule: FaultRule, share: float) -> FaultRule:
-        rule.count = None
-        with self._lock:
-            self._shares[rule.id] = share
-        return self.add(rule)
-
-    def clear(self) -> None:
-        super().clear()
-        with self._lock:
-            self._shares.clear()
-            self._seen.clear()
-
-    def take(
-        self,
-        stage: str,
-        endpoint: str | None,
-        *,
-        kinds: tuple[str, ...] | None = None,
-        after_processing: bool | None = None,
-    ) -> FaultRule | None:
-        with self._lock:
-            for rule in self._rules:
-                if rule.stage != stage or rule.exhausted or not rule.matches(endpoint):
-                    continue
-                if kinds is not None and rule.kind not in kinds:
-                    continue
-                if after_processing is not None and rule.after_processing != after_processing:
-                    continue
-                share = self._shares.get(rule.id)
-                if share is not None:
-                    self._seen[rule.id] += 1
-                    seen = self._seen[rule.id]
-                    if int(seen * share) == int((seen - 1) * share):
-                        continue
-                rule.used += 1
-                return rule
-        return None
-
-
 # -- fixtures -----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
     emu = Emulator(keys=(TEST_API_KEY,), time_scale=TIME_SCALE, grid_size=128, rate_limit=3.0)
-    book = SharedFaultBook()
-    emu.fault_book = emu.engine.faults = book
     emu.start()
     try:
         yield emu
@@ -379,11 +324,9 @@ def test_thirty_day_backfill_under_refusals(
     af: AirflowDeployment, emulator: Emulator, output_dir: Path
 ) -> None:
     """30 runs at once; 20 % of imagines and 10 % of reads answered 429, 5 % of reads 502."""
-    book = emulator.fault_book
-    assert isinstance(book, SharedFaultBook)
-    book.add_share(FaultRule.build("http_429", endpoint="imagine", retry_after=1.0), 0.20)
-    book.add_share(FaultRule.build("http_429", endpoint="progress", retry_after=1.0), 0.10)
-    book.add_share(FaultRule.build("http_status", endpoint="progress", status=502), 0.05)
+    emulator.add_fault("http_429", endpoint="imagine", retry_after=1.0, count=None, share=0.20)
+    emulator.add_fault("http_429", endpoint="progress", retry_after=1.0, count=None, share=0.10)
+    emulator.add_fault("http_status", endpoint="progress", status=502, count=None, share=0.05)
 
     # The last 30 complete days: the latest one is the interval the scheduler would run on
     # unpausing, so it exists already (a backfill run) and nothing else is scheduled.

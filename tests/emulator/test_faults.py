@@ -273,3 +273,18 @@ def test_fault_rule_python_api() -> None:
     assert FaultRule.from_dict(rule.to_dict()).format == "float"
     with pytest.raises(FaultError):
         FaultRule.build("delay", endpoint="everything")
+
+
+def test_a_share_of_matching_calls_spread_evenly(emu: Emulator, client: Client) -> None:
+    emu.add_fault("http_429", endpoint="progress", count=None, share=0.25)
+    answers = [client.progress("no-such-task").status_code for _ in range(12)]
+    assert [i for i, status in enumerate(answers) if status == 429] == [3, 7, 11], answers
+    assert client.imagine().json()["status"] == 200, "the endpoint filter still applies"
+    emu.clear_faults()
+    created = _admin(emu, "POST", "faults", {"kind": "http_status", "status": 502, "share": 0.5, "count": 2})
+    assert created.status_code == 200, created.text
+    statuses = [client.imagine().status_code for _ in range(6)]
+    assert statuses == [200, 502, 200, 502, 200, 200], "count still caps the firings"
+    for bad in (0, 1.5, "half"):
+        with pytest.raises(FaultError, match="share"):
+            FaultRule.build("http_429", share=bad)

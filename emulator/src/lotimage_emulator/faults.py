@@ -66,6 +66,7 @@ _PARAMS = (
     "err_message",
     "format",
     "body",
+    "share",
 )
 _ids = itertools.count(1)
 
@@ -96,6 +97,8 @@ class FaultRule:
     ``slow_body`` takes from its first to its last byte. ``progress``: where
     ``fail_task``/``stall`` stop. ``err_message``: ``fail_task``/``http_status`` message.
     ``format``: ``progress_format`` style. ``body``: exact broken body of ``malformed_json``.
+    ``share``: fire on that share of the matching calls, spread evenly (0.2: every fifth), for
+    load tests that want a fault rate all along a run; ``count`` still caps the firings.
     """
 
     kind: str
@@ -111,8 +114,10 @@ class FaultRule:
     err_message: str | None = None
     format: str = "int"
     body: str | None = None
+    share: float | None = None
     id: str = field(default_factory=lambda: f"fault-{next(_ids)}")
     used: int = 0
+    seen: int = 0
 
     def __post_init__(self) -> None:
         self._validate()
@@ -131,6 +136,18 @@ class FaultRule:
     def exhausted(self) -> bool:
         """Used up: kept in :meth:`FaultBook.rules` history only until cleared."""
         return self.count is not None and self.used >= self.count
+
+    def hits_its_share(self) -> bool:
+        """Count one matching call; whether the rule fires on it (always, without ``share``).
+
+        With ``share`` the rule fires on the matching calls ``n`` where ``floor(n * share)`` steps
+        up (every fifth for 0.2): spread evenly over a run, and the same on every run, unlike a
+        random draw. Called under the book's lock.
+        """
+        if self.share is None:
+            return True
+        self.seen += 1
+        return int(self.seen * self.share) != int((self.seen - 1) * self.share)
 
     def matches(self, endpoint: str | None) -> bool:
         """Whether the rule applies to a call of ``endpoint`` (``None``: no endpoint context)."""
@@ -165,7 +182,7 @@ class FaultRule:
         if not isinstance(data, dict):
             raise FaultError("a fault rule must be a JSON object")
         data = dict(data)
-        for bookkeeping in ("id", "used", "remaining", "stage"):
+        for bookkeeping in ("id", "used", "seen", "remaining", "stage"):
             data.pop(bookkeeping, None)
         kind = data.pop("kind", None)
         if not isinstance(kind, str):
@@ -202,6 +219,8 @@ class FaultRule:
             raise FaultError("err_message must be a string")
         if self.body is not None and not isinstance(self.body, str):
             raise FaultError("body must be a string")
+        if self.share is not None and (not _is_number(self.share) or not 0 < self.share <= 1):
+            raise FaultError("share must be a number in (0, 1] or null (every matching call)")
         if self.kind == "http_status":
             self.status = 503 if self.status is None else self.status
             if not isinstance(self.status, int) or not 400 <= self.status <= 599:
@@ -276,6 +295,8 @@ class FaultBook:
                 if kinds is not None and rule.kind not in kinds:
                     continue
                 if after_processing is not None and rule.after_processing != after_processing:
+                    continue
+                if not rule.hits_its_share():
                     continue
                 rule.used += 1
                 return rule
