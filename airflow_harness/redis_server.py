@@ -8,10 +8,12 @@ used.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import DeploymentError
 from .processes import Service, free_port, terminate
@@ -22,6 +24,13 @@ def redis_server_program() -> str | None:
     return shutil.which("redis-server") or next(
         (p for p in ("/usr/bin/redis-server", "/usr/sbin/redis-server") if Path(p).exists()), None
     )
+
+
+def redis_connection(url: str) -> str:
+    """An Airflow Redis connection (JSON, for ``AIRFLOW_CONN_*``) for a ``redis://host:port/db`` URL."""
+    parts = urlsplit(url)
+    db = int(parts.path.lstrip("/") or 0)
+    return json.dumps({"conn_type": "redis", "host": parts.hostname, "port": parts.port, "extra": {"db": db}})
 
 
 class RedisServer:

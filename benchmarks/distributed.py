@@ -23,7 +23,6 @@ under CeleryExecutor).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -33,11 +32,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from airflow_harness import AirflowDeployment, DeploymentError, Topology
-from airflow_harness.postgres import postgres_bin_dir
-from airflow_harness.redis_server import redis_server_program
+from airflow_harness.redis_server import redis_connection
+from airflow_harness.requirements import missing_requirements
 from benchmarks.emulator_process import emulator_process
 from benchmarks.pipelines import (
     DAG_IDS,
@@ -59,8 +57,6 @@ REDIS_CONN_ID = "redis_default"
 SCOPES: tuple[str, ...] = ("host", "redis")
 #: Targets of the ``redis`` scope (reported, not asserted).
 WALL_TARGET = 1.3
-#: Python modules the distributed topology needs (the ``test`` extra installs them).
-MODULES = {"psycopg2": "psycopg2-binary", "asyncpg": "asyncpg", "celery": "celery", "redis": "redis"}
 
 Log = Callable[[str], None]
 
@@ -90,28 +86,6 @@ class DistributedSettings:
     def floor(self) -> dict[str, float]:
         """The API-limit floor of the batch: :func:`benchmarks.pipelines.floor_seconds`."""
         return floor_seconds(PipelineSettings(prompts=self.prompts, time_scale=self.time_scale))
-
-
-def missing_requirements() -> list[str]:
-    """What the distributed topology needs and this machine lacks, said so a person can fix it."""
-    missing = []
-    if postgres_bin_dir() is None:
-        missing.append("PostgreSQL server programs (Debian package postgresql)")
-    if redis_server_program() is None:
-        missing.append("redis-server (Debian package redis-server)")
-    missing += [
-        f"Python module {module} (pip package {package}, in the 'test' extra)"
-        for module, package in MODULES.items()
-        if importlib.util.find_spec(module) is None
-    ]
-    return missing
-
-
-def redis_connection(url: str) -> str:
-    """``AIRFLOW_CONN_REDIS_DEFAULT`` (JSON) for a ``redis://host:port/db`` URL."""
-    parts = urlsplit(url)
-    db = int(parts.path.lstrip("/") or 0)
-    return json.dumps({"conn_type": "redis", "host": parts.hostname, "port": parts.port, "extra": {"db": db}})
 
 
 def connection_body(url: str, scope: str) -> dict[str, Any]:

@@ -161,7 +161,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         :raises LotImageInputError: the param is not a whole number, before any call.
         """
         params = context.get("params") or {}
-        limit = parse_budget(params.get(BUDGET_PARAM) if BUDGET_PARAM in params else None)
+        limit = parse_budget(params.get(BUDGET_PARAM))
         if limit is None:
             return None
         ledger = RunLedger(context, paid_task_ids(context["dag"], LotImageSubmitOperator))
@@ -201,11 +201,10 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
             task_id = self.submit()
         except QuotaExhaustedError as err:
             self._give_back()
-            raise QuotaExhaustedError(
-                f"{err.message}. This task's paid call was refused, so nothing was paid for it: "
-                "clear it after the reset to submit it then",
-                status=err.status,
-                http_status=err.http_status,
+            raise _with_advice(
+                err,
+                "This task's paid call was refused, so nothing was paid for it: clear it after the "
+                "reset to submit it then",
             ) from err
         except LotImageError as err:
             if not isinstance(err, AmbiguousSubmitError):
@@ -307,11 +306,10 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
             yield
         except QuotaExhaustedError as err:
             which = f"LotImage task {lotimage_task_id}" if lotimage_task_id else "The LotImage task"
-            raise QuotaExhaustedError(
-                f"{err.message}. {which} is paid but its progress cannot be read until then: clear "
-                "this task after the reset and it reconnects to the paid task without paying again",
-                status=err.status,
-                http_status=err.http_status,
+            raise _with_advice(
+                err,
+                f"{which} is paid but its progress cannot be read until then: clear this task after "
+                "the reset and it reconnects to the paid task without paying again",
             ) from err
 
     def _forget(self, context: Context) -> None:
@@ -322,3 +320,8 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         stored = store.get(self.external_id_key)
         if isinstance(stored, dict):
             store.set(self.external_id_key, {**stored, "abandoned": True})
+
+
+def _with_advice(err: QuotaExhaustedError, advice: str) -> QuotaExhaustedError:
+    """Return the same spent-quota error with what it means for this task appended."""
+    return QuotaExhaustedError(f"{err.message}. {advice}", status=err.status, http_status=err.http_status)

@@ -38,12 +38,26 @@ def module_deployment() -> Iterator[AirflowDeployment]:
         yield deployment
 
 
+def write_log_tails_if_failed(
+    request: pytest.FixtureRequest, deployment: AirflowDeployment, lines: int
+) -> None:
+    """After a failed test, the services' last log lines: what the deployment did meanwhile."""
+    report = getattr(request.node, "_deployment_rep_call", None)
+    if report is not None and report.failed:
+        sys.stderr.write(deployment.format_log_tails(lines))
+
+
 @pytest.fixture
 def airflow_deployment(
     module_deployment: AirflowDeployment, request: pytest.FixtureRequest
 ) -> Iterator[AirflowDeployment]:
     """The module's deployment; prints the service log tails if the test failed."""
     yield module_deployment
-    report = getattr(request.node, "_deployment_rep_call", None)
-    if report is not None and report.failed:
-        sys.stderr.write(module_deployment.format_log_tails(60))
+    write_log_tails_if_failed(request, module_deployment, 60)
+
+
+@pytest.fixture
+def af(deployment: AirflowDeployment, request: pytest.FixtureRequest) -> Iterator[AirflowDeployment]:
+    """The module's own ``deployment`` fixture; prints the service log tails if the test failed."""
+    yield deployment
+    write_log_tails_if_failed(request, deployment, 80)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import sys
 import threading
 import time
 from collections import Counter
@@ -41,6 +40,7 @@ from lotimage_emulator import Emulator, run_emulator
 from lotimage_emulator.pytest_plugin import TEST_API_KEY
 
 from airflow_harness import AirflowDeployment
+from tests.deployment.counters import paid_calls
 from tests.emulator.helpers import Client
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(600)]
@@ -110,13 +110,6 @@ def deployment(
         yield af
 
 
-@pytest.fixture
-def af(deployment: AirflowDeployment, request: pytest.FixtureRequest) -> Iterator[AirflowDeployment]:
-    yield deployment
-    report = getattr(request.node, "_deployment_rep_call", None)
-    if report is not None and report.failed:
-        sys.stderr.write(deployment.format_log_tails(80))
-
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -140,15 +133,6 @@ def assert_no_state_mismatch(af: AirflowDeployment, dag_id: str, log_offset: int
     found = [line for line in log.splitlines() if any(marker in line for marker in MISMATCH_MARKERS)]
     assert found == [], "\n".join(found[:5])
 
-
-def paid_calls(emulator: Emulator) -> dict[str, int]:
-    stats = emulator.stats()
-    return {
-        "imagine_received": stats["requests"]["imagine"],
-        "imagine_created": stats["submissions"]["imagine"],
-        "button_received": stats["requests"]["button"],
-        "button_created": stats["submissions"]["button"],
-    }
 
 
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:

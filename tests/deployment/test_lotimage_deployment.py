@@ -46,15 +46,6 @@ def deployment(emulator: Emulator, output_dir: Path) -> Iterator[AirflowDeployme
         yield af
 
 
-@pytest.fixture
-def af(deployment: AirflowDeployment, request: pytest.FixtureRequest) -> Iterator[AirflowDeployment]:
-    yield deployment
-    report = getattr(request.node, "_deployment_rep_call", None)
-    if report is not None and report.failed:
-        import sys
-
-        sys.stderr.write(deployment.format_log_tails(80))
-
 
 def _imagines(emulator: Emulator) -> int:
     return emulator.stats()["submissions"]["imagine"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from lotimage_emulator import Emulator
 from lotimage_emulator.pytest_plugin import TEST_API_KEY
 
 from airflow_harness import AirflowDeployment, DeploymentError
+from tests.deployment.counters import paid_calls
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
 
@@ -98,15 +98,10 @@ def deployment(
         yield af
 
 
-@pytest.fixture
-def af(
-    deployment: AirflowDeployment, emulator: Emulator, request: pytest.FixtureRequest
-) -> Iterator[AirflowDeployment]:
+@pytest.fixture(autouse=True)
+def fresh_emulator(emulator: Emulator) -> None:
+    """Each scenario starts from zeroed counters, no quota spent and no faults."""
     emulator.reset()
-    yield deployment
-    report = getattr(request.node, "_deployment_rep_call", None)
-    if report is not None and report.failed:
-        sys.stderr.write(deployment.format_log_tails(80))
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -146,15 +141,6 @@ def states(af: AirflowDeployment, dag_id: str, run_id: str, task_id: str) -> lis
 def deferred(af: AirflowDeployment, dag_id: str, run_id: str) -> set[str]:
     return {event.key for event in af.task_state_events(dag_id, run_id) if event.event == "deferred"}
 
-
-def paid_calls(emulator: Emulator) -> dict[str, int]:
-    stats = emulator.stats()
-    return {
-        "imagine_received": stats["requests"]["imagine"],
-        "imagine_created": stats["submissions"]["imagine"],
-        "button_received": stats["requests"]["button"],
-        "button_created": stats["submissions"]["button"],
-    }
 
 
 # -- the trial key's daily quota ----------------------------------------------------------------

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -114,13 +113,6 @@ def deployment(
     with AirflowDeployment(dags, env=env) as af:
         yield af
 
-
-@pytest.fixture
-def af(deployment: AirflowDeployment, request: pytest.FixtureRequest) -> Iterator[AirflowDeployment]:
-    yield deployment
-    report = getattr(request.node, "_deployment_rep_call", None)
-    if report is not None and report.failed:
-        sys.stderr.write(deployment.format_log_tails(80))
 
 
 def wait_for(what: str, check: object, timeout: float) -> None:

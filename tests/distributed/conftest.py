@@ -12,7 +12,6 @@ scenarios are skipped, with the reason; with ``CI=true`` they fail instead, sinc
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -23,17 +22,15 @@ import pytest
 from lotimage_emulator import Emulator, run_emulator
 
 from airflow_harness import AirflowDeployment, pid_alive
-from airflow_harness.postgres import postgres_bin_dir
-from airflow_harness.redis_server import redis_server_program
+from airflow_harness.redis_server import redis_connection
+from airflow_harness.requirements import missing_requirements
 from airflow_harness.topology import Topology
 
-from .helpers import API_KEY, POLL_INTERVAL, POOL, POOL_SLOTS, redis_connection, set_lotimage_connection
+from .helpers import API_KEY, POLL_INTERVAL, POOL, POOL_SLOTS, set_lotimage_connection
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_DAGS = REPO_ROOT / "example_dags"
 SCENARIO_DAGS = Path(__file__).resolve().parent / "dags"
-#: Python modules the distributed topology needs (the ``test`` extra installs them).
-MODULES = {"psycopg2": "psycopg2-binary", "asyncpg": "asyncpg", "celery": "celery", "redis": "redis"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,21 +45,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"_distributed_rep_{report.when}", report)
     return report
-
-
-def missing_requirements() -> list[str]:
-    """What the distributed topology needs and this machine lacks, said so a person can fix it."""
-    missing = []
-    if postgres_bin_dir() is None:
-        missing.append("PostgreSQL server programs (Debian package postgresql)")
-    if redis_server_program() is None:
-        missing.append("redis-server (Debian package redis-server)")
-    missing += [
-        f"Python module {module} (pip package {package}, in the 'test' extra)"
-        for module, package in MODULES.items()
-        if importlib.util.find_spec(module) is None
-    ]
-    return missing
 
 
 def require(missing: list[str], ci: bool) -> None:

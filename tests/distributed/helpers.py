@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from lotimage_emulator import Emulator
 
@@ -26,13 +25,6 @@ BATCH_DAG = "example_lotimage_batch"
 DEFERRED_DAG = "distributed_imagine_deferred"
 IN_WORKER_DAG = "distributed_imagine_in_worker"
 UPSCALES = 4
-
-
-def redis_connection(url: str) -> str:
-    """``AIRFLOW_CONN_REDIS_DEFAULT`` (JSON) for a ``redis://host:port/db`` URL."""
-    parts = urlsplit(url)
-    db = int(parts.path.lstrip("/") or 0)
-    return json.dumps({"conn_type": "redis", "host": parts.hostname, "port": parts.port, "extra": {"db": db}})
 
 
 def set_lotimage_connection(af: AirflowDeployment, url: str, *, scope: str, create: bool = False) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import missing_requirements, require
+from airflow_harness.requirements import missing_requirements
+
+from .conftest import require
 
 
 def test_nothing_missing_runs() -> None:
@@ -22,10 +24,10 @@ def test_missing_program_fails_in_ci() -> None:
 
 
 def test_missing_requirements_names_each(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.distributed import conftest
+    from airflow_harness import requirements
 
-    monkeypatch.setattr(conftest, "postgres_bin_dir", lambda: None)
-    monkeypatch.setattr(conftest, "redis_server_program", lambda: None)
+    monkeypatch.setattr(requirements, "postgres_bin_dir", lambda: None)
+    monkeypatch.setattr(requirements, "redis_server_program", lambda: None)
     assert [m.split(" (")[0] for m in missing_requirements()] == [
         "PostgreSQL server programs",
         "redis-server",

@@ -23,11 +23,8 @@ from PIL import Image
 
 from airflow_provider_lotimage.api import GRID_BUTTONS, UPSCALED_BUTTONS
 from airflow_provider_lotimage.exceptions import ImageDownloadError
-from airflow_provider_lotimage.operators.save_images import (
-    SaveImagesOperator,
-    asset_for_destination,
-    safe_task_id,
-)
+from airflow_provider_lotimage.operators.save_images import SaveImagesOperator, asset_for_destination
+from airflow_provider_lotimage.picture_store import safe_task_id
 from tests.dag_helpers import register_dag
 
 from .test_images import QUADRANT_COLOURS, PictureServer, make_grid, make_png, picture_server
