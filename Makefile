@@ -29,7 +29,7 @@ test-airflow-3.1 test-airflow-3.2: test-airflow-%:
 	bash scripts/test-airflow.sh $*
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks --sizes 6,24,60
 
 clean:
 	rm -rf $(VENV) .venv-3.1 .venv-3.2 output .airflow_home dist

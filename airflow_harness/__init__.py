@@ -26,7 +26,8 @@ imports); also a small CLI, ``python -m airflow_harness`` (see :mod:`airflow_har
 Modules: :mod:`~airflow_harness.deployment` (the class and its lifecycle),
 :mod:`~airflow_harness.processes` (sessions, signals, the safety net), :mod:`~airflow_harness.rest`,
 :mod:`~airflow_harness.metadata`, :mod:`~airflow_harness.logs`, :mod:`~airflow_harness.memory`,
-:mod:`~airflow_harness.config` (services and their environment), :mod:`~airflow_harness.topology`
+:mod:`~airflow_harness.config` (services and their environment), :mod:`~airflow_harness.auth`
+(real logins, optional), :mod:`~airflow_harness.topology`
 (which services, on what), :mod:`~airflow_harness.backends` with :mod:`~airflow_harness.postgres`
 and :mod:`~airflow_harness.redis_server` (the servers besides Airflow), :mod:`~airflow_harness.celery`
 and :mod:`~airflow_harness.machine` (one machine per service).
@@ -34,7 +35,9 @@ and :mod:`~airflow_harness.machine` (one machine per service).
 Things learnt the hard way (Airflow 3.3.2, two cores):
 
 * REST auth: SimpleAuthManager with ``simple_auth_manager_all_admins`` hands out a token on
-  ``GET /auth/token``; no password file needed.
+  ``GET /auth/token``; no password file needed. With ``users=`` (:mod:`~airflow_harness.auth`)
+  the deployment has real logins instead: the harness writes the passwords file, and its REST
+  client gets its token from ``POST /auth/token`` as the first admin.
 * ``task_instance.duration`` includes deferred time (the start date survives the resume). Slot
   time comes from the supervisor's ``Workload finished`` lines (:meth:`MetadataDB.workloads`);
   time in ``running`` from the audit ``log`` table (:meth:`MetadataDB.running_intervals`).
@@ -70,6 +73,7 @@ And for the distributed topology:
 
 from __future__ import annotations
 
+from .auth import User, default_users
 from .cli import main
 from .config import SERVICES
 from .deployment import AirflowDeployment
@@ -96,7 +100,9 @@ __all__ = [
     "TaskInstanceRecord",
     "TaskStateEvent",
     "Topology",
+    "User",
     "Workload",
+    "default_users",
     "free_port",
     "main",
     "pdeathsig_preexec",

@@ -27,6 +27,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 import psutil
 
 from . import celery
+from .auth import User, admin_of, login_config
 from .backends import Backends
 from .config import JOB_TYPES, airflow_command, api_url, build_env, distributed_config, service_argv
 from .errors import DeploymentError
@@ -102,6 +103,10 @@ class AirflowDeployment:
 
     ``topology`` defaults to :meth:`Topology.local` (four services on SQLite);
     ``Topology.distributed()`` adds PostgreSQL, Celery workers, a second triggerer and Redis.
+
+    ``users`` (e.g. :func:`~airflow_harness.auth.default_users`) turns on real logins: the UI asks
+    for a user name and password, anonymous requests get 401, and the REST client signs in as
+    the first admin. Without it every visitor is an admin (what the other tests rely on).
     """
 
     def __init__(
@@ -115,6 +120,7 @@ class AirflowDeployment:
         keep_home: bool | None = None,
         startup_timeout: float = 120.0,
         topology: Topology | None = None,
+        users: Sequence[User] | None = None,
     ) -> None:
         self.dags_folder = Path(dags_folder).resolve()
         if not self.dags_folder.is_dir():
@@ -136,6 +142,7 @@ class AirflowDeployment:
         self.service_log_dir.mkdir(exist_ok=True)
         self.task_log_dir = self.home / "logs"
         self.backends = Backends(self.topology, self.home, self.service_log_dir)
+        self.users: tuple[User, ...] = tuple(users or ())
         self.env = build_env(
             home=self.home,
             dags_folder=self.dags_folder,
@@ -153,7 +160,7 @@ class AirflowDeployment:
             for name, spec in self.specs.items()
         }
         self.db = MetadataDB(self.backends.reader(), self._workload_logs())
-        self.rest = RestClient(self.api_url, self.logs, self._check_running)
+        self.rest = RestClient(self.api_url, self.logs, self._check_running, self._rest_credentials())
         self.timings: dict[str, float] = {}
 
     def _topology_config(self) -> dict[str, str]:
@@ -162,7 +169,16 @@ class AirflowDeployment:
         if self.topology.separate_machines:
             site_dir = self.home / "harness-site"
             config.update(distributed_config(install_hostname_module(site_dir), site_dir))
+        if self.users:
+            config.update(login_config(self.users, self.home / "simple_auth_manager_passwords.json"))
         return config
+
+    def _rest_credentials(self) -> tuple[str, str] | None:
+        """The admin the REST client signs in as, when the deployment has real logins."""
+        if not self.users:
+            return None
+        admin = admin_of(self.users)
+        return admin.name, admin.password
 
     def _argv(self, spec: ServiceSpec) -> list[str]:
         if spec.kind == celery.WORKER_KIND:

@@ -8,6 +8,8 @@ of after the timeout.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +23,22 @@ from .errors import DeploymentError
 from .logs import Logs
 
 _FINAL_RUN_STATES = frozenset({"success", "failed"})
+
+#: A token this close to its expiry is replaced before use rather than after a 401.
+_TOKEN_MARGIN = 30.0
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT (epoch seconds), read without checking the signature.
+
+    Only to know when to sign in again: the api-server checks the token, not us.
+    """
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, KeyError, TypeError, ValueError, binascii.Error):
+        return None
 
 
 @dataclass
@@ -49,14 +67,24 @@ class RestClient:
 
     ``check_running(names)`` raises :class:`DeploymentError` if one of the named services has
     exited; ``logs`` supplies the dag-processor's tail when a DAG never shows up.
+    ``credentials`` (user name, password) make it sign in with ``POST /auth/token``, for a
+    deployment with real logins (see :mod:`.auth`); without them it relies on all-admins.
     """
 
-    def __init__(self, api_url: str, logs: Logs, check_running: Callable[[Sequence[str]], None]) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        logs: Logs,
+        check_running: Callable[[Sequence[str]], None],
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         self.api_url = api_url
         self._logs = logs
         self._check_running = check_running
+        self._credentials = credentials
         self._http = requests.Session()
         self._token: str | None = None
+        self._token_expiry: float | None = None
 
     def close(self) -> None:
         """Drop pooled connections (the session still works afterwards, on new connections)."""
@@ -75,14 +103,29 @@ class RestClient:
 
         With ``simple_auth_manager_all_admins`` the SimpleAuthManager hands one out on a plain
         ``GET /auth/token`` (its middleware would even add one to unauthenticated calls; sending
-        the token keeps this working if that middleware changes).
+        the token keeps this working if that middleware changes). With credentials it signs in
+        with them instead. A token is replaced shortly before its ``exp``, and on a 401 (:meth:`api`).
         """
-        if self._token is None or refresh:
-            resp = self._http.get(f"{self.api_url}/auth/token", timeout=10)
-            if resp.status_code not in (200, 201):
-                raise DeploymentError(f"GET /auth/token -> {resp.status_code}: {resp.text[:500]}")
-            self._token = str(resp.json()["access_token"])
+        if self._token is None or refresh or self._token_expiring():
+            self._token = self._new_token()
+            self._token_expiry = jwt_expiry(self._token)
         return self._token
+
+    def _token_expiring(self) -> bool:
+        return self._token_expiry is not None and time.time() > self._token_expiry - _TOKEN_MARGIN
+
+    def _new_token(self) -> str:
+        """Sign in: with the credentials when there are any, else the all-admins ``GET``."""
+        url = f"{self.api_url}/auth/token"
+        if self._credentials is None:
+            resp = self._http.get(url, timeout=10)
+        else:
+            name, password = self._credentials
+            resp = self._http.post(url, json={"username": name, "password": password}, timeout=10)
+        if resp.status_code not in (200, 201):
+            method = resp.request.method
+            raise DeploymentError(f"{method} /auth/token -> {resp.status_code}: {resp.text[:500]}")
+        return str(resp.json()["access_token"])
 
     def api(self, method: str, path: str, json_body: Any = None, ok: Sequence[int] = (200,)) -> Any:
         """Call the REST API v2 (``path`` relative to ``/api/v2``); return the decoded JSON."""

@@ -57,8 +57,41 @@ _CONNECTION_TYPE: dict[str, Any] = {
 }
 
 
+#: ``[lotimage]``: the gallery's settings (read by the api-server, and by workers for the link).
+_CONFIG: dict[str, Any] = {
+    "lotimage": {
+        "description": "The LotImage gallery: stored pictures inside the Airflow UI (api-server plugin).",
+        "options": {
+            "gallery_thumbnail_folder": {
+                "description": "Folder of the gallery's cached thumbnails (made once per picture). "
+                "Empty: ``lotimage/gallery-thumbnails`` under AIRFLOW_HOME.",
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "/var/cache/airflow/lotimage-thumbnails",
+                "default": "",
+            },
+            "gallery_page_size": {
+                "description": "Pictures per page of a run in the gallery (a task's pictures stay together).",
+                "version_added": "0.1.0",
+                "type": "integer",
+                "example": None,
+                "default": "48",
+            },
+            "gallery_extra_link": {
+                "description": 'Whether the "LotImage picture" extra link goes through the gallery (the '
+                "stored copy once stored). False: always the service's expiring picture URL.",
+                "version_added": "0.1.0",
+                "type": "boolean",
+                "example": None,
+                "default": "True",
+            },
+        },
+    }
+}
+
+
 def get_provider_info() -> dict[str, Any]:
-    """Describe the provider: its hooks, operators, sensors, triggers and the ``lotimage`` connection."""
+    """Describe the provider: hooks, operators, sensors, triggers, connection and config."""
     return {
         "package-name": "airflow-provider-lotimage",
         "name": "LotImage",
@@ -86,4 +119,5 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [{"integration-name": "LotImage", "python-modules": [f"{_PKG}.triggers.task_progress"]}],
         "extra-links": [f"{_PKG}.links.LotImagePictureLink"],
         "connection-types": [_CONNECTION_TYPE],
+        "config": _CONFIG,
     }

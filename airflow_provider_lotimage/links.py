@@ -1,9 +1,21 @@
-"""The "LotImage picture" extra link: a button in the task's UI page to the finished picture."""
+"""The "LotImage picture" extra link: a button in the task's UI page to the finished picture.
+
+Where it leads: the stored copy in the LotImage gallery once SaveImagesOperator has stored the
+picture, the service's (expiring) picture URL only before that. How it knows, cheaply: Airflow 3
+calls ``get_link`` once, on the worker, when the task ends, and shows the stored answer; at that
+moment no save task of the run has run yet, so ``get_link`` cannot know. It therefore returns a
+fixed gallery address (``<base_url>/lotimage/link/<dag>/<run>/<task>/<map_index>``), costing one
+XCom read, and the gallery decides at each click (:mod:`airflow_provider_lotimage.gallery.extra_link`):
+a recorded picture of that LotImage taskId in the run (matched by file name, no storage read),
+else a redirect to the service's URL. With ``[lotimage] gallery_extra_link = False`` (an
+api-server without the gallery plugin) the link is the service's URL, as before.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink
 
@@ -19,20 +31,31 @@ IMAGE_URL_XCOM_KEY = "lotimage_image_url"
 
 
 class LotImagePictureLink(BaseOperatorLink):
-    """Links to the picture a sensor or waiting operator saw finished.
+    """Links to the picture a sensor or waiting operator saw finished (see the module doc).
 
-    LotImage's picture URLs expire after about a day, so the link is for recent runs; stored
-    copies are what ``SaveImagesOperator`` is for.
+    LotImage's picture URLs expire after about a day; the gallery's stored copy does not.
     """
 
     name = "LotImage picture"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        """Return the picture URL the task instance recorded, or ``""`` (no link) if not an http(s) URL."""
-        from airflow.providers.common.compat.sdk import XCom
+        """Return the gallery's address for this task's picture, or ``""`` if it recorded none."""
+        from airflow.providers.common.compat.sdk import XCom, conf
 
         url = XCom.get_value(ti_key=ti_key, key=IMAGE_URL_XCOM_KEY)
-        return url if isinstance(url, str) and url.startswith(("http://", "https://")) else ""
+        if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+            return ""
+        if not conf.getboolean("lotimage", "gallery_extra_link", fallback=True):
+            return url
+        return gallery_link(conf.get("api", "base_url", fallback="") or "", ti_key)
+
+
+def gallery_link(base_url: str, ti_key: TaskInstanceKey) -> str:
+    """Return the gallery address that leads to a task instance's picture, stored or not."""
+    from airflow_provider_lotimage.gallery.settings import URL_PREFIX
+
+    parts = (ti_key.dag_id, ti_key.run_id, ti_key.task_id, str(ti_key.map_index))
+    return base_url.rstrip("/") + URL_PREFIX + "/link/" + "/".join(quote(part, safe="") for part in parts)
 
 
 def record_result(context: Context, result: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,20 @@ and 3.3.
   ``conn-fields`` and ``ui-field-behaviour`` in ``get_provider_info``, and warns about hooks that
   still define the form methods. Airflow 3.1 only asks the hook, so there the hook defines them
   (:mod:`airflow_provider_lotimage.connection_form`).
+* :data:`HAS_START_FROM_TRIGGER` (3.3): the scheduler defers a ``start_from_trigger`` task
+  straight to the triggerer (``TaskInstance.defer_task`` in ``DagRun.schedule_tis``), and the
+  triggerer renders the task's templated fields that are also trigger kwargs. In 3.1 and 3.2 that
+  scheduler branch is commented out ("TODO TaskSDK ... disabled") and the triggerer renders
+  nothing: every task goes to a worker first, so ``TaskProgressSensor(start_from_trigger=True)``
+  warns and defers from the worker as without it, literal taskId or not.
+
+Not a version difference: a trigger ending its task (``TaskSuccessEvent`` with ``xcoms``,
+``end_from_trigger``). 3.1, 3.2 and 3.3 define the event alike and their triggerers handle it
+alike (``airflow.models.trigger.handle_event_submit``: state set, XComs stored, a success callback
+request that the DAG processor does not run); the trigger's Variable deletes, needed below 3.3,
+go through the triggerer's API comms (``DeleteVariable``), which all three carry. So
+:class:`~airflow_provider_lotimage.triggers.task_progress.TaskProgressTrigger` ends tasks in the
+triggerer on every supported version.
 """
 
 from __future__ import annotations
@@ -36,9 +50,14 @@ HAS_TASK_STATE_STORE: bool = AIRFLOW_V_3_3_PLUS
 #: ``get_ui_field_behaviour``/``get_connection_form_widgets`` are deprecated there.
 HAS_DECLARATIVE_CONNECTION_FORM: bool = AIRFLOW_V_3_2_PLUS
 
+#: Airflow 3.3: ``start_from_trigger`` tasks are deferred by the scheduler, and their templated
+#: trigger kwargs rendered by the triggerer (``BaseTrigger.render_template_fields``).
+HAS_START_FROM_TRIGGER: bool = AIRFLOW_V_3_3_PLUS
+
 __all__ = [
     "AIRFLOW_V_3_2_PLUS",
     "AIRFLOW_V_3_3_PLUS",
     "HAS_DECLARATIVE_CONNECTION_FORM",
+    "HAS_START_FROM_TRIGGER",
     "HAS_TASK_STATE_STORE",
 ]

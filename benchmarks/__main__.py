@@ -1,13 +1,19 @@
-"""``make bench``: the provider's batch DAG against the HTTP-provider baseline, and 1,000 triggers.
+"""``make bench``: the provider's batch DAG against the HTTP-provider baseline at several sizes.
 
-Writes ``benchmarks/results/bench-<UTC time>.json`` and ``latest.json``, the chart
-``comparison.png``, and prints the table the README's performance section shows. Targets are
-reported beside the figures, not asserted.
+``--topology local`` (the default) runs the **size sweep** (:mod:`benchmarks.sweep`): the batch at
+6, 24 and 60 prompts (``--sizes`` to choose), provider and baseline side by side at each size,
+then the **triggerer profile** (:mod:`benchmarks.trigger_profile`: 1,000 waiting triggers,
+adaptive against fixed polling). Writes ``benchmarks/results/sweep-<UTC time>.json``,
+``sweep-latest.json`` and the chart ``sweep.png``, and prints the figures and targets.
+
+``--prompts N`` instead runs the older single-size comparison at N prompts, then 1,000 triggers
+until all end (:mod:`benchmarks.many_triggers`), and writes ``bench-<UTC time>.json``,
+``latest.json`` and ``comparison.png``. Targets are reported beside the figures, not asserted.
 
 ``--topology distributed`` instead runs the batch DAG on the distributed topology (two Celery
 workers, two triggerers, PostgreSQL, Redis) with rate scope ``host`` and then ``redis``
 (:mod:`benchmarks.distributed`), and writes ``distributed-<UTC time>.json`` and
-``distributed-latest.json``; ``--topology local`` (the default) is the run above.
+``distributed-latest.json``.
 """
 
 from __future__ import annotations
@@ -16,15 +22,19 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import distributed, many_triggers
+from benchmarks import distributed, many_triggers, sweep, trigger_profile
 from benchmarks.chart import draw_comparison
 from benchmarks.distributed import DistributedSettings
 from benchmarks.pipelines import PipelineSettings, compare
+from benchmarks.sweep_chart import draw_sweep
+from benchmarks.trigger_profile import ProfileSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -86,6 +96,8 @@ TOPOLOGIES = ("local", "distributed")
 _ONLY = {
     "triggers": "local",
     "skip_dags": "local",
+    "sizes": "local",
+    "profile_window": "local",
     "scopes": "distributed",
     "worker_concurrency": "distributed",
 }
@@ -111,20 +123,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--topology",
         choices=TOPOLOGIES,
         default="local",
-        help="local: provider vs baseline on LocalExecutor, then 1,000 triggers (default); "
-        "distributed: the provider's batch on CeleryExecutor, rate scope host vs redis",
+        help="local: provider vs baseline on LocalExecutor at each size, then the triggerer profile "
+        "(default); distributed: the provider's batch on CeleryExecutor, rate scope host vs redis",
     )
-    parser.add_argument("--prompts", type=int, help=f"prompts per DAG run; {both('prompts')}")
+    parser.add_argument(
+        "--sizes",
+        type=sweep.parse_sizes,
+        help="local: prompts per DAG run at each size of the sweep, comma-separated "
+        f"(default {','.join(map(str, sweep.DEFAULT_SIZES))})",
+    )
+    parser.add_argument(
+        "--prompts",
+        type=int,
+        help=f"prompts per DAG run; local: the single-size run instead of the sweep; {both('prompts')}",
+    )
     parser.add_argument("--time-scale", type=float, help=both("time_scale"))
     parser.add_argument("--poll-interval", type=float, help=both("poll_interval"))
     parser.add_argument("--pool-slots", type=int, help=both("pool_slots"))
     parser.add_argument("--parallelism", type=int, help=both("parallelism"))
     parser.add_argument(
-        "--triggers", type=int, help="local: triggers in the microbenchmark (0: skip; default 1000)"
+        "--triggers",
+        type=int,
+        help="local: triggers in the profile or microbenchmark (0: skip; default 1000)",
     )
     parser.add_argument(
-        "--skip-dags", action="store_true", default=None, help="local: only the trigger microbenchmark"
+        "--profile-window",
+        type=float,
+        help=f"local sweep: seconds the triggerer profile measures each mode (default "
+        f"{ProfileSettings().window_seconds:g})",
     )
+    parser.add_argument("--skip-dags", action="store_true", default=None, help="local: only the triggers")
     parser.add_argument(
         "--scopes",
         type=_scopes,
@@ -142,6 +170,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for option, topology in _ONLY.items():
         if getattr(args, option) is not None and args.topology != topology:
             parser.error(f"--{option.replace('_', '-')} applies to --topology {topology} only")
+    _choose_local_mode(parser, args)
     defaults: Any = local if args.topology == "local" else dist
     for name in ("prompts", "time_scale", "poll_interval", "pool_slots", "parallelism"):
         if getattr(args, name) is None:
@@ -157,7 +186,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--worker-concurrency must be at least 1")
     if args.prompts < 1:
         parser.error("--prompts must be at least 1")
+    if args.topology == "local" and args.triggers < 0:
+        parser.error("--triggers must be 0 (skip) or more")
     return args
+
+
+def _choose_local_mode(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Set ``args.sweep``: the local run is a sweep unless ``--prompts`` asks for one size."""
+    args.sweep = args.topology == "local" and args.prompts is None
+    if args.sizes is not None and args.prompts is not None:
+        parser.error("--sizes (the sweep) and --prompts (one size) exclude each other")
+    if args.profile_window is not None and not args.sweep:
+        parser.error("--profile-window applies to the sweep only, not to --prompts")
+    if args.profile_window is not None and args.profile_window <= 0:
+        parser.error("--profile-window must be more than 0 seconds")
+    if args.sweep:
+        args.sizes = args.sizes or sweep.DEFAULT_SIZES
+        args.profile_window = args.profile_window or ProfileSettings().window_seconds
+
+
+def _source() -> dict[str, Any]:
+    """The checkout measured: its commit, and how many files differ from it (a run of work in progress)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=RESULTS, capture_output=True, text=True)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=RESULTS, capture_output=True, text=True)
+    except OSError:
+        return {}
+    return {"commit": commit.stdout.strip(), "files_changed": len(status.stdout.splitlines())}
 
 
 def _machine() -> dict[str, Any]:
@@ -242,9 +297,64 @@ def main_distributed(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _write(folder: Path, prefix: str, started: datetime, result: dict[str, Any]) -> list[Path]:
+    """``<prefix>-<UTC time>.json`` and ``<prefix>-latest.json``, the same text."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2) + "\n"
+    paths = [folder / f"{prefix}-{started:%Y%m%dT%H%M%SZ}.json", folder / f"{prefix}-latest.json"]
+    for path in paths:
+        path.write_text(text)
+    return paths
+
+
+def _print_sweep(result: dict[str, Any], written: list[Path]) -> None:
+    if result.get("sizes"):
+        print(sweep.table(result["sizes"]))
+        print(sweep.target_lines(result["sizes"]))
+    if result.get("trigger_profile"):
+        print(json.dumps(result["trigger_profile"], indent=2))
+    print(json.dumps(result["targets"], indent=2))
+    print("written:", *(str(path) for path in written), sep="\n  ")
+
+
+def main_sweep(args: argparse.Namespace) -> int:
+    """The size sweep, then the triggerer profile; exit 1 if a DAG run did not succeed."""
+    settings = PipelineSettings(
+        time_scale=args.time_scale,
+        poll_interval=args.poll_interval,
+        pool_slots=args.pool_slots,
+        parallelism=args.parallelism,
+    )
+    profile = ProfileSettings(triggers=args.triggers, window_seconds=args.profile_window)
+    started = datetime.now(UTC)
+    pipeline = {key: value for key, value in asdict(settings).items() if key != "prompts"}
+    result: dict[str, Any] = {
+        "kind": "sweep",
+        "started": started.isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "source": _source(),
+        "settings": {"sizes": list(args.sizes), "pipeline": pipeline, "profile": asdict(profile)},
+        "definitions": sweep.DEFINITIONS,
+        "sizes": [] if args.skip_dags else sweep.run_sweep(settings, args.sizes, _log),
+    }
+    if args.triggers:
+        result["trigger_profile"] = trigger_profile.run(profile, _log)
+    result["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    result["machine"]["load_average_end"] = [round(value, 2) for value in os.getloadavg()]
+    result["targets"] = sweep.targets_summary(result["sizes"])
+    written = _write(args.results, "sweep", started, result)
+    if result["sizes"]:
+        written.append(draw_sweep(result, args.results / "sweep.png"))
+    _print_sweep(result, written)
+    states = [record[kind]["state"] for record in result["sizes"] for kind in sweep.KINDS]
+    return 0 if all(state == "success" for state in states) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return main_local(args) if args.topology == "local" else main_distributed(args)
+    if args.topology == "distributed":
+        return main_distributed(args)
+    return main_sweep(args) if args.sweep else main_local(args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
 # tinyproxy: the real forward HTTP proxy of tests/network (proxy and CONNECT-tunnel tests).
 # postgresql and redis-server: the distributed deployment (tests/distributed): a private Postgres
 # cluster (initdb/pg_ctl) as the metadata database, and Redis servers for Celery and the rate budget.
+# chromium and chromium-driver: the gallery's browser test (tests/deployment/test_gallery_browser.py),
+# headless chromium driven by Selenium through /usr/bin/chromedriver.
 # Runs `apt-get update` once, then `apt-get install -y --no-install-recommends`, and only when a
 # needed command is absent, so a prepared machine pays nothing. Needs root to install; without
 # root and with something missing it says what to run, and exits 1 only when CI=true. The
@@ -18,6 +20,8 @@ REQUIRED=(
     "tinyproxy tinyproxy"
     "redis-server redis-server"
     "initdb postgresql"
+    "chromium chromium"
+    "chromedriver chromium-driver"
 )
 
 have() {

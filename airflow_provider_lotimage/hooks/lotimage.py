@@ -193,20 +193,36 @@ class LotImageHook(BaseHook):
         timeout: float | None = 3600.0,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         on_progress: Callable[[int], None] | None = None,
+        kind: str | None = None,
+        adaptive: bool = True,
     ) -> TaskProgress:
         """Poll until the task is finished, blocking the calling thread.
 
+        Reads follow :meth:`~airflow_provider_lotimage.waiting.ProgressWatch.next_poll_in`: each
+        spends one of the key's calls, so an adaptive wait reads when the task is likely to have
+        moved or finished rather than every ``poll_interval``.
+
         :param lotimage_task_id: the task to wait for.
-        :param poll_interval: seconds between reads.
+        :param poll_interval: seconds between reads (adaptive: the base of the schedule, whose
+            longest gap is :data:`~airflow_provider_lotimage.waiting.MAX_POLL_FACTOR` times it).
         :param timeout: seconds the whole wait may take (None: no limit).
         :param stall_timeout: seconds without progress after which the task counts as stalled.
         :param on_progress: called with the percentage whenever it moves.
+        :param kind: the kind of a task just submitted (``KIND_IMAGINE``, or
+            :func:`~airflow_provider_lotimage.waiting.kind_of_button`): the first read then comes
+            near its typical end instead of at once, when it could only show 0 %. None: unknown,
+            read at once (the task may be long finished).
+        :param adaptive: False reads every ``poll_interval``, as a fixed schedule.
         :return: the finished task.
         :raises TaskFailedError: the task failed.
         :raises TaskStalledError: no progress for ``stall_timeout`` seconds.
         :raises TaskTimeoutError: not finished within ``timeout``.
         """
-        watch = ProgressWatch.start(lotimage_task_id, timeout=timeout, stall_timeout=stall_timeout)
+        watch = ProgressWatch.start(
+            lotimage_task_id, timeout=timeout, stall_timeout=stall_timeout, kind=kind, adaptive=adaptive
+        )
+        if kind is not None and adaptive:
+            time.sleep(watch.next_poll_in(poll_interval))
         while (done := watch.step(self.poll_once(lotimage_task_id))) is None:
             if watch.moved and on_progress is not None:
                 on_progress(watch.last_progress)

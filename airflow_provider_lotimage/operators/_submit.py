@@ -5,6 +5,11 @@ state store before any waiting, so a retry after a worker crash reconnects to th
 paid for. The stored record also carries a fingerprint of the request, so a task whose prompt or
 button changed since is submitted afresh rather than confused with the old one. Below Airflow 3.3
 the record is an Airflow Variable, deleted when the task succeeds (:mod:`..task_state`).
+
+Deferrable and waiting, a task by default ends in the triggerer when its picture is ready
+(``end_from_trigger``): the trigger stores the XComs and, below Airflow 3.3, deletes those
+Variables first; how, and what that skips, in
+:class:`~airflow_provider_lotimage.triggers.task_progress.TaskProgressTrigger`.
 """
 
 from __future__ import annotations
@@ -41,7 +46,12 @@ from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
 from airflow_provider_lotimage.task_state import ResumableJobMixin, release, task_state
 from airflow_provider_lotimage.templating import is_template
-from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger, result_from_event
+from airflow_provider_lotimage.triggers.task_progress import (
+    TASK_ID_XCOM_KEY,
+    TaskProgressTrigger,
+    ends_in_triggerer,
+    result_from_event,
+)
 from airflow_provider_lotimage.validation import validate_cutting, validate_webhook
 from airflow_provider_lotimage.waiting import (
     DEFAULT_STALL_TIMEOUT,
@@ -52,8 +62,7 @@ from airflow_provider_lotimage.waiting import (
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: XCom key of the submitted taskId, pushed as soon as the service returns it.
-TASK_ID_XCOM_KEY = "lotimage_task_id"
+__all__ = ["TASK_ID_XCOM_KEY", "LotImageSubmitOperator"]
 
 
 class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
@@ -75,6 +84,15 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         mismatch"); see :func:`~airflow_provider_lotimage.waiting.default_first_poll_delay`. No
         progress is read before deferring: a task submitted a moment ago cannot have finished,
         and a retry that reconnects to its task has just read its progress.
+    :param end_from_trigger: deferrable only: when the picture is ready, end the task in the
+        triggerer (XComs ``return_value``, ``lotimage_task_id`` and ``lotimage_image_url`` as
+        usual) instead of resuming it on a worker. ``False``: resume in ``execute_complete`` as
+        before, for what only a worker runs on success: ``on_success_callback`` (a task that has
+        one, or ``outlets``, ends on a worker anyway), ``post_execute``, task listeners. Failures
+        always resume on a worker (failure and retry callbacks run as usual).
+    :param adaptive_polling: read progress when the task has likely moved or finished (predicted
+        from its kind and progress rate) instead of every ``poll_interval``; see
+        :meth:`~airflow_provider_lotimage.waiting.ProgressWatch.next_poll_in`.
 
     **Paid-task budget**: when the DAG run has the param ``max_paid_tasks_per_run`` (a whole
     number; ``None`` for no budget), every paid call of the run's LotImage operators first takes a
@@ -106,6 +124,8 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         timeout: float | None = 3600.0,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         first_poll_delay: float | None = None,
+        end_from_trigger: bool = True,
+        adaptive_polling: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -120,6 +140,8 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         self.timeout = timeout
         self.stall_timeout = stall_timeout
         self.first_poll_delay = validate_first_poll_delay(first_poll_delay)
+        self.end_from_trigger = end_from_trigger
+        self.adaptive_polling = adaptive_polling
         self._result: Any = None
         self._budget: PaidTaskBudget | None = None
         self._finished: TaskProgress | None = None
@@ -141,6 +163,10 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     def request_fields(self) -> dict[str, Any]:
         """Return what identifies the request, for the crash-safety fingerprint."""
         return {"cutting": self.cutting}
+
+    def task_kind(self) -> str | None:
+        """Return the kind of task submitted (``waiting.KIND_*``), the prior of adaptive polling."""
+        return None
 
     # -- execution -------------------------------------------------------------------------------
 
@@ -168,9 +194,12 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         return PaidTaskBudget(limit, ledger)
 
     def _release(self, context: Context) -> None:
-        release(context, self.external_id_key)
-        if self._budget is not None:
-            release(context, CLAIM_KEY)
+        for key in self._record_keys():
+            release(context, key)
+
+    def _record_keys(self) -> list[str]:
+        """Return the keys of this task's records that go when it succeeds (see :func:`release`)."""
+        return [self.external_id_key] + ([CLAIM_KEY] if self._budget is not None else [])
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: validate its event, then return the result dict."""
@@ -251,17 +280,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
             self._result = task_id
             return task_id
         if self.deferrable:
-            self.defer(
-                trigger=TaskProgressTrigger(
-                    lotimage_task_id=task_id,
-                    lotimage_conn_id=self.lotimage_conn_id,
-                    poll_interval=self.poll_interval,
-                    end_time=None if self.timeout is None else time.time() + self.timeout,
-                    stall_timeout=self.stall_timeout,
-                    first_poll_at=earliest_first_poll(self.first_poll_delay),
-                ),
-                method_name="execute_complete",
-            )
+            self.defer(trigger=self._trigger(task_id), method_name="execute_complete")
         try:
             with self._paid_task_unreadable(task_id):
                 progress = self.hook.wait_for_task(
@@ -270,12 +289,32 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
                     timeout=self.timeout,
                     stall_timeout=self.stall_timeout,
                     on_progress=lambda pct: self.log.info("LotImage task %s: %d%%", task_id, pct),
+                    kind=self.task_kind(),
+                    adaptive=self.adaptive_polling,
                 )
         except (TaskStalledError, TaskFailedError):
             self._forget(context)
             raise
         self._result = record_result(context, progress.to_result())
         return self._result
+
+    def _trigger(self, task_id: str) -> TaskProgressTrigger:
+        """Build the trigger that waits for ``task_id`` and, if allowed, ends this task."""
+        end_here = ends_in_triggerer(self)
+        return TaskProgressTrigger(
+            lotimage_task_id=task_id,
+            lotimage_conn_id=self.lotimage_conn_id,
+            poll_interval=self.poll_interval,
+            end_time=None if self.timeout is None else time.time() + self.timeout,
+            stall_timeout=self.stall_timeout,
+            first_poll_at=earliest_first_poll(self.first_poll_delay),
+            end_from_trigger=end_here,
+            release_keys=self._record_keys() if end_here else None,
+            push_return_value=self.do_xcom_push,
+            push_task_id=True,
+            kind=self.task_kind(),
+            adaptive_polling=self.adaptive_polling,
+        )
 
     def get_job_result(self, external_id: Any, context: Context) -> Any:
         if self._result is not None:

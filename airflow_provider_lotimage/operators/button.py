@@ -7,6 +7,7 @@ from typing import Any
 from airflow_provider_lotimage.operators._submit import LotImageSubmitOperator
 from airflow_provider_lotimage.templating import is_template
 from airflow_provider_lotimage.validation import validate_button, validate_task_id
+from airflow_provider_lotimage.waiting import kind_of_button
 
 
 class ButtonOperator(LotImageSubmitOperator):
@@ -45,6 +46,10 @@ class ButtonOperator(LotImageSubmitOperator):
     def request_fields(self) -> dict[str, Any]:
         """Add the parent taskId and the button to the fingerprinted fields."""
         return {**super().request_fields(), "parent": self.parent_task_id, "button": self.button}
+
+    def task_kind(self) -> str:
+        """Return the kind the button makes: an upscale takes seconds, other buttons a grid's time."""
+        return kind_of_button(self.button)
 
     def submit(self) -> str:
         """Press the button on the parent task (a paid task) and return the new taskId."""

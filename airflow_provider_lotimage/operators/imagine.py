@@ -7,6 +7,7 @@ from typing import Any
 from airflow_provider_lotimage.operators._submit import LotImageSubmitOperator
 from airflow_provider_lotimage.templating import is_template
 from airflow_provider_lotimage.validation import validate_prompt
+from airflow_provider_lotimage.waiting import KIND_IMAGINE
 
 
 class ImagineOperator(LotImageSubmitOperator):
@@ -41,6 +42,10 @@ class ImagineOperator(LotImageSubmitOperator):
     def request_fields(self) -> dict[str, Any]:
         """Add the prompt to the fingerprinted fields."""
         return {**super().request_fields(), "prompt": self.prompt}
+
+    def task_kind(self) -> str:
+        """Return ``imagine``: adaptive polling expects a grid's time before the first useful read."""
+        return KIND_IMAGINE
 
     def submit(self) -> str:
         """Submit the prompt to ``imagine`` (a paid task) and return the new taskId."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -12,13 +15,20 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
     conf,
 )
+from airflow.triggers.base import StartTriggerArgs
 
+from airflow_provider_lotimage.exceptions import LotImageInputError
 from airflow_provider_lotimage.failures import fail_fast
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
 from airflow_provider_lotimage.task_state import release, task_state
-from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger, result_from_event
+from airflow_provider_lotimage.triggers.task_progress import (
+    TaskProgressTrigger,
+    ends_in_triggerer,
+    result_from_event,
+)
 from airflow_provider_lotimage.validation import validate_task_id
+from airflow_provider_lotimage.version_compat import HAS_START_FROM_TRIGGER
 from airflow_provider_lotimage.waiting import (
     DEFAULT_STALL_TIMEOUT,
     ProgressWatch,
@@ -55,11 +65,38 @@ class TaskProgressSensor(BaseSensorOperator):
         ``[workers] min_heartbeat_interval`` + 5 s, read when it defers (10 s with Airflow's
         defaults). A trigger that fires sooner can make Airflow 3 fail the resumed task ("state
         mismatch"); see :func:`~airflow_provider_lotimage.waiting.default_first_poll_delay`.
+    :param end_from_trigger: deferrable only: when the picture is ready, end the task in the
+        triggerer (XComs ``return_value`` and ``lotimage_image_url`` as usual) instead of resuming
+        it on a worker. ``False``: resume in ``execute_complete`` as before, for what only a worker
+        runs on success: ``on_success_callback`` (a task that has one, or ``outlets``, ends on a
+        worker anyway), ``post_execute``, task listeners. Failures always resume on a worker.
+    :param start_from_trigger: deferrable only, Airflow 3.3: the scheduler defers the task
+        straight to the triggerer, so waiting never takes a worker (with ``end_from_trigger``, the
+        task never runs on one). ``lotimage_task_id`` may be a Jinja template, rendered in the
+        triggerer: pull with ``map_indexes=-1``, e.g. ``"{{ ti.xcom_pull(task_ids='imagine',
+        map_indexes=-1) }}"`` (a pull without it asks for every map index, a request the 3.3
+        triggerer's comms do not carry, and the trigger never starts); set the upstream task
+        explicitly (``imagine >> sensor``). It must be a string (an ``XComArg`` warns and defers
+        from a worker). The triggerer's first read is
+        immediate (``first_poll_delay`` guards a worker's deferral, and there is none), the
+        ``timeout`` is Airflow's trigger timeout (``AirflowSensorTimeout``), and the taskId is
+        checked by the trigger. Airflow 3.1 and 3.2 cannot start tasks in the triggerer: there it
+        warns and waits as a deferrable sensor.
+    :param adaptive_polling: read progress when the task has likely moved or finished instead of
+        at every poke; a poke with nothing due returns without a call (the first always reads).
     """
 
     template_fields = ("lotimage_task_id",)
     operator_extra_links = (LotImagePictureLink(),)
     ui_color = "#e8dcff"
+    start_trigger_args = StartTriggerArgs(
+        trigger_cls=f"{TaskProgressTrigger.__module__}.{TaskProgressTrigger.__qualname__}",
+        trigger_kwargs={},
+        next_method="execute_complete",
+        next_kwargs=None,
+        timeout=None,
+    )
+    start_from_trigger = False
 
     def __init__(
         self,
@@ -70,6 +107,9 @@ class TaskProgressSensor(BaseSensorOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: float = 10.0,
         first_poll_delay: float | None = None,
+        end_from_trigger: bool = True,
+        start_from_trigger: bool = False,
+        adaptive_polling: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
@@ -78,7 +118,59 @@ class TaskProgressSensor(BaseSensorOperator):
         self.stall_timeout = stall_timeout
         self.deferrable = deferrable
         self.first_poll_delay = validate_first_poll_delay(first_poll_delay)
+        self.end_from_trigger = end_from_trigger
+        self.adaptive_polling = adaptive_polling
         self._watch: ProgressWatch | None = None
+        self.start_from_trigger = start_from_trigger and self._can_start_from_trigger()
+        if self.start_from_trigger:
+            self.start_trigger_args = dataclasses.replace(
+                self.start_trigger_args,
+                trigger_kwargs=self._start_trigger_kwargs(),
+                timeout=timedelta(seconds=self.timeout),
+            )
+
+    def _can_start_from_trigger(self) -> bool:
+        """Check ``start_from_trigger`` at parse time: an error if not deferrable, else warn when moot."""
+        if not self.deferrable:
+            raise LotImageInputError(f"{self.task_id}: start_from_trigger=True needs deferrable=True")
+        reason = None
+        if not HAS_START_FROM_TRIGGER:
+            reason = "Airflow 3.3 or later (this one sends every task to a worker first)"
+        elif not isinstance(self.lotimage_task_id, str):
+            reason = "lotimage_task_id as a string: a taskId or a Jinja template, not an XComArg"
+        if reason is None:
+            return True
+        warnings.warn(
+            f"{self.task_id}: start_from_trigger=True needs {reason}; the task defers from a worker instead",
+            UserWarning,
+            stacklevel=3,
+        )
+        return False
+
+    def _start_trigger_kwargs(self) -> dict[str, Any]:
+        """Return the trigger's kwargs, fixed at parse time (the scheduler builds the trigger).
+
+        Nothing time-dependent: the wait starts when the triggerer builds the trigger, the timeout
+        is the trigger timeout, and ``first_poll_at`` is in the past (read at once: no worker
+        deferred the task, so no late worker report can race the trigger's event).
+        """
+        return {
+            "lotimage_task_id": self.lotimage_task_id,
+            "lotimage_conn_id": self.lotimage_conn_id,
+            "poll_interval": float(self.poke_interval),
+            "end_time": None,
+            "stall_timeout": self.stall_timeout,
+            "first_poll_at": 0.0,
+            **self._ending_kwargs(),
+        }
+
+    def _ending_kwargs(self) -> dict[str, Any]:
+        """Return the trigger kwargs on how to read and end, alike from the scheduler or a worker."""
+        return {
+            "end_from_trigger": ends_in_triggerer(self),
+            "push_return_value": self.do_xcom_push,
+            "adaptive_polling": self.adaptive_polling,
+        }
 
     @cached_property
     def hook(self) -> LotImageHook:
@@ -114,6 +206,7 @@ class TaskProgressSensor(BaseSensorOperator):
                 end_time=time.time() + self.timeout,
                 stall_timeout=self.stall_timeout,
                 first_poll_at=earliest_first_poll(self.first_poll_delay),
+                **self._ending_kwargs(),
             ),
             method_name="execute_complete",
         )
@@ -124,8 +217,14 @@ class TaskProgressSensor(BaseSensorOperator):
             return record_result(context, result_from_event(event))
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        """Read progress once; finish with the result dict, or raise if the task failed or stalled."""
+        """Read progress once; finish with the result dict, or raise if the task failed or stalled.
+
+        A poke with no read due (adaptive polling: the task cannot have moved enough yet) returns
+        ``False`` without a call; the first poke always reads.
+        """
         watch = self._load_watch(context)
+        if not watch.read_due(self.poke_interval):
+            return False
         try:
             with fail_fast(resubmits=False):
                 done = watch.step(self.hook.poll_once(self.lotimage_task_id))
@@ -156,7 +255,9 @@ class TaskProgressSensor(BaseSensorOperator):
         ):
             self._watch = ProgressWatch.from_dict(saved)
         else:
-            self._watch = ProgressWatch.start(self.lotimage_task_id, stall_timeout=self.stall_timeout)
+            self._watch = ProgressWatch.start(
+                self.lotimage_task_id, stall_timeout=self.stall_timeout, adaptive=self.adaptive_polling
+            )
         return self._watch
 
     def _save_watch(self, context: Context, watch: ProgressWatch) -> None:

@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
+from asgiref.sync import sync_to_async
 
+from airflow_provider_lotimage.api import TaskProgress
 from airflow_provider_lotimage.exceptions import LotImageError, TaskTimeoutError, error_class
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
+from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink
+from airflow_provider_lotimage.redaction import redact_url
+from airflow_provider_lotimage.task_state import release
+from airflow_provider_lotimage.validation import validate_task_id
 from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWatch, earliest_first_poll
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 #: Polls are spread by up to this fraction of the interval, so a thousand triggers deferred in the
 #: same second do not poll in lockstep.
 POLL_JITTER = 0.2
+
+#: XCom key of the submitted taskId, pushed by the submitting operators as soon as it is known.
+TASK_ID_XCOM_KEY = "lotimage_task_id"
+
+#: XCom key of a task's return value (Airflow's ``XCOM_RETURN_KEY``).
+RETURN_VALUE_XCOM_KEY = "return_value"
 
 
 class TaskProgressTrigger(BaseTrigger):
@@ -25,6 +40,35 @@ class TaskProgressTrigger(BaseTrigger):
     result dict, ``{"status": "error", "lotimage_task_id", "message", "error_type"}``, or
     ``{"status": "timeout", "lotimage_task_id", "message"}``. Times are absolute (epoch seconds)
     so that a triggerer restart neither resets the timeout nor mistakes the restart for a stall.
+    The taskId is checked here (``validate_task_id``), since a sensor started from the triggerer
+    gets it rendered here, never in a worker: a bad one is an ``error`` event.
+
+    **Ending the task here** (``end_from_trigger``): on success the trigger stores the XComs the
+    task's ``execute_complete`` would push (``return_value``: the result dict, unless the task has
+    ``do_xcom_push=False``; ``lotimage_image_url``; ``lotimage_task_id`` for the submitting
+    operators), releases the task's records, logs the same "finished" line, and yields Airflow's
+    ``TaskSuccessEvent``: the triggerer marks the task successful and it never goes back to a
+    worker. Errors and timeouts always resume the task on a worker, which fails it with the usual
+    message, retries and failure callbacks. This works alike on Airflow 3.1 to 3.3, whose
+    triggerers handle the event the same way (``handle_event_submit`` for ``BaseTaskEndEvent``).
+
+    The XComs are written through the Task SDK (``XCom.set``, in a triggerer over its API comms),
+    as a worker writes them, not as the event's ``xcoms``: the triggerer stores those with
+    ``XComModel.set``, which JSON-encodes the value into the JSON column once more, so on 3.1 to
+    3.3 a task pulling them through the Task SDK gets the JSON *text* (a dict arrives as a string,
+    a taskId in quotes). The records (``release_keys``, a submitting operator's taskId and
+    paid-task budget claim) are released with
+    :func:`~airflow_provider_lotimage.task_state.release`, as the task does on success, for the
+    task instance the triggerer gave the trigger. On 3.3 that does nothing (Airflow's task state
+    store belongs to the run); below 3.3 it deletes Variables, which the triggerer's comms carry on
+    3.1 and 3.2 as well. Both happen *before* the event: a triggerer that dies in between leaves
+    the task deferred and the next triggerer runs the trigger again (one more progress read,
+    nothing paid); no retry can start while the task is deferred, so none can pay twice.
+
+    Two cases still send a success to a worker, whose ``execute_complete`` does all that itself:
+    a run that no triggerer makes (no ``trigger_id``: ``dag.test()`` runs the trigger inline and
+    then resumes the task with the event's payload, on every supported version), and XComs or
+    records the trigger could not write or release.
 
     The first progress read, and so any event, comes no sooner than ``first_poll_at``: a trigger
     that fires within seconds of its deferral can make Airflow fail the resumed task ("state
@@ -44,6 +88,13 @@ class TaskProgressTrigger(BaseTrigger):
     :param first_poll_at: epoch seconds before which progress is not read (default: now plus
         :func:`~airflow_provider_lotimage.waiting.default_first_poll_delay`, read where the
         trigger is built; pass a time in the past to read at once).
+    :param end_from_trigger: end a successful task here (see above). Default ``False``: triggers
+        serialized before this option resume their task as they were built to.
+    :param release_keys: keys of the task's records to release before ending the task here.
+    :param push_return_value: end with the ``return_value`` XCom (the task's ``do_xcom_push``).
+    :param push_task_id: end with the ``lotimage_task_id`` XCom too (the submitting operators).
+    :param kind: the task's kind, for the adaptive schedule's first read (``None``: unknown).
+    :param adaptive_polling: read when the task likely moved (False: every ``poll_interval``).
     """
 
     def __init__(
@@ -56,6 +107,12 @@ class TaskProgressTrigger(BaseTrigger):
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         started_at: float | None = None,
         first_poll_at: float | None = None,
+        end_from_trigger: bool = False,
+        release_keys: Sequence[str] | None = None,
+        push_return_value: bool = True,
+        push_task_id: bool = False,
+        kind: str | None = None,
+        adaptive_polling: bool = True,
     ) -> None:
         super().__init__()
         self.lotimage_task_id = lotimage_task_id
@@ -65,6 +122,12 @@ class TaskProgressTrigger(BaseTrigger):
         self.stall_timeout = stall_timeout
         self.started_at = time.time() if started_at is None else started_at
         self.first_poll_at = earliest_first_poll(None) if first_poll_at is None else float(first_poll_at)
+        self.end_from_trigger = bool(end_from_trigger)
+        self.release_keys = list(release_keys or [])
+        self.push_return_value = bool(push_return_value)
+        self.push_task_id = bool(push_task_id)
+        self.kind = kind
+        self.adaptive_polling = bool(adaptive_polling)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the classpath and keyword arguments that recreate this trigger in the triggerer."""
@@ -78,6 +141,12 @@ class TaskProgressTrigger(BaseTrigger):
                 "stall_timeout": self.stall_timeout,
                 "started_at": self.started_at,
                 "first_poll_at": self.first_poll_at,
+                "end_from_trigger": self.end_from_trigger,
+                "release_keys": list(self.release_keys),
+                "push_return_value": self.push_return_value,
+                "push_task_id": self.push_task_id,
+                "kind": self.kind,
+                "adaptive_polling": self.adaptive_polling,
             },
         )
 
@@ -85,7 +154,8 @@ class TaskProgressTrigger(BaseTrigger):
     def run_by_triggerer(self) -> bool:
         """Whether a triggerer runs this trigger: it sets ``trigger_id``, the trigger's row id.
 
-        Only then does a scheduler resume the task, the race that ``first_poll_at`` guards against.
+        Only then does a scheduler resume the task, the race that ``first_poll_at`` guards against,
+        and only then is a ``TaskSuccessEvent`` applied as one (see the class docstring).
         """
         return getattr(self, "trigger_id", None) is not None
 
@@ -96,6 +166,8 @@ class TaskProgressTrigger(BaseTrigger):
             end_time=self.end_time,
             stall_timeout=self.stall_timeout,
             first_poll_at=self.first_poll_at if self.run_by_triggerer else None,
+            kind=self.kind,
+            adaptive=self.adaptive_polling,
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -105,6 +177,21 @@ class TaskProgressTrigger(BaseTrigger):
         ``run`` also resumes the task, and would race the scheduler just as an early event would.
         """
         watch = self._watch()
+        await self._hold(watch)
+        base = {"lotimage_task_id": self.lotimage_task_id}
+        try:
+            done = await self._wait(watch)
+        except TaskTimeoutError as err:
+            yield TriggerEvent({**base, "status": "timeout", "message": str(err)})
+            return
+        except LotImageError as err:
+            yield TriggerEvent(
+                {**base, "status": "error", "message": str(err), "error_type": type(err).__name__}
+            )
+            return
+        yield await self._success(done.to_result())
+
+    async def _hold(self, watch: ProgressWatch) -> None:
         hold = watch.first_poll_in()
         if hold > 0:
             self.log.info(
@@ -114,22 +201,107 @@ class TaskProgressTrigger(BaseTrigger):
                 hold,
             )
             await asyncio.sleep(hold)
+
+    async def _wait(self, watch: ProgressWatch) -> TaskProgress:
+        """Check the taskId, then read progress until the watch says the task is done."""
+        self.lotimage_task_id = watch.task_id = validate_task_id(self.lotimage_task_id)
         hook = LotImageHook(self.lotimage_conn_id)
-        base = {"lotimage_task_id": self.lotimage_task_id}
+        if watch.adaptive and watch.kind is not None:
+            # A task of known kind is first read near its expected end, not at once: a grid read
+            # at the end of the hold shows 0 % and costs a read that tells nothing.
+            await asyncio.sleep(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
+        while (done := watch.step(await hook.apoll_once(self.lotimage_task_id))) is None:
+            if watch.moved:
+                self.log.info("LotImage task %s: %d%%", self.lotimage_task_id, watch.last_progress)
+            await asyncio.sleep(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
+        return done
+
+    async def _success(self, result: dict[str, Any]) -> TriggerEvent:
+        """End the task here when asked and possible, else resume it with the ordinary event."""
+        if self.end_from_trigger and self.run_by_triggerer and await self._finished(result):
+            log_finished(self.log, result)
+            return TaskSuccessEvent()
+        return TriggerEvent(
+            {"lotimage_task_id": self.lotimage_task_id, "status": "success", "result": result}
+        )
+
+    def end_xcoms(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Return the XComs the task's ``execute_complete`` would leave."""
+        xcoms: dict[str, Any] = {IMAGE_URL_XCOM_KEY: result.get("image_url")}
+        if self.push_task_id:
+            xcoms[TASK_ID_XCOM_KEY] = result.get("lotimage_task_id")
+        if self.push_return_value:
+            xcoms[RETURN_VALUE_XCOM_KEY] = result
+        return xcoms
+
+    async def _finished(self, result: dict[str, Any]) -> bool:
+        """Store the XComs and release the records; False (a worker does it then) if that failed."""
         try:
-            while (done := watch.step(await hook.apoll_once(self.lotimage_task_id))) is None:
-                if watch.moved:
-                    self.log.info("LotImage task %s: %d%%", self.lotimage_task_id, watch.last_progress)
-                await asyncio.sleep(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
-        except TaskTimeoutError as err:
-            yield TriggerEvent({**base, "status": "timeout", "message": str(err)})
-            return
-        except LotImageError as err:
-            yield TriggerEvent(
-                {**base, "status": "error", "message": str(err), "error_type": type(err).__name__}
+            await sync_to_async(_finish)(self.task_instance, self.end_xcoms(result), self.release_keys)
+        except Exception:
+            self.log.warning(
+                "Could not store the XComs or release the records %s from the triggerer; the task "
+                "resumes on a worker to finish",
+                self.release_keys,
+                exc_info=True,
             )
-            return
-        yield TriggerEvent({**base, "status": "success", "result": done.to_result()})
+            return False
+        return True
+
+
+def ends_in_triggerer(task: Any) -> bool:
+    """Return whether ``task`` (with ``end_from_trigger``) may end in the triggerer on success.
+
+    A task that ends there skips what only a worker does when a task succeeds (the triggerer just
+    sets the state and stores the XComs): ``on_success_callback`` (the triggerer sends a success
+    callback request, but the DAG processor of Airflow 3.1 to 3.3 runs failure callbacks only),
+    the asset events of ``outlets``, ``post_execute`` and the worker's task listeners. A task with
+    a success callback or outlets therefore ends on a worker anyway, saying so; listeners cannot
+    be seen from here, hence ``end_from_trigger=False``.
+    """
+    if not task.end_from_trigger:
+        return False
+    skipped = [name for name in ("on_success_callback", "outlets") if getattr(task, name, None)]
+    if skipped:
+        task.log.info(
+            "Task %s has %s, which only a worker runs: it ends on a worker, not in the triggerer",
+            task.task_id,
+            " and ".join(skipped),
+        )
+        return False
+    return True
+
+
+def _finish(task_instance: Any, xcoms: dict[str, Any], release_keys: Sequence[str]) -> None:
+    """Do what a successful task does with its XComs, extra link and records, through the Task SDK.
+
+    In a triggerer the SDK talks to Airflow over the triggerer's API comms, never the database.
+    """
+    from airflow.providers.common.compat.sdk import XCom
+
+    if task_instance is None:
+        raise LotImageError("The triggerer gave the trigger no task instance to finish")
+    ti = task_instance
+    where = {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index}
+    for key, value in xcoms.items():
+        XCom.set(key, value, **where)
+    # A worker stores the "LotImage picture" link when the task ends (its finalize): store it now,
+    # or the task keeps the empty link stored when it deferred.
+    link = LotImagePictureLink()
+    XCom.set(link.xcom_key, link.get_link(cast("Any", None), ti_key=ti), **where)
+    context = cast("Context", {"ti": ti})
+    for key in release_keys:
+        release(context, key)
+
+
+def log_finished(log: Any, result: dict[str, Any]) -> None:
+    """Log a finished task as :func:`~airflow_provider_lotimage.links.record_result` does."""
+    log.info(
+        "LotImage task %s finished: %s (%d separate pictures)",
+        result.get("lotimage_task_id"),
+        redact_url(str(result.get("image_url"))),
+        len(result.get("image_urls") or []),
+    )
 
 
 def result_from_event(event: Any) -> dict[str, Any]:

@@ -1,0 +1,168 @@
+"""What the runs recorded: which runs stored LotImage pictures, and where.
+
+A run's pictures are the return values (XCom) of its SaveImagesOperator tasks. Those tasks are
+recognised by their Asset events, whose ``extra`` SaveImagesOperator marks with
+``lotimage_task_ids``: that also finds subclasses and renamed tasks, and it finds only tasks that
+succeeded (a failed save emits no event and pushes no return value). Everything is read through
+the api-server's own SQLAlchemy session and models, as Airflow's API routes do; nothing here
+touches storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import String, cast, select
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+#: The key SaveImagesOperator puts in its Asset events' ``extra``.
+MARKER = "lotimage_task_ids"
+
+#: The XCom key of a task's return value.
+RETURN_KEY = "return_value"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A DAG run that stored pictures, as listed on the DAG's page."""
+
+    run_id: str
+    run_after: datetime | None
+    state: str | None
+
+
+def _marked_events(session: Session, *conditions: Any) -> list[tuple[str, str, str, int]]:
+    """``(dag_id, run_id, task_id, map_index)`` of each LotImage save's Asset event."""
+    from airflow.models.asset import AssetEvent
+
+    query = select(
+        AssetEvent.source_dag_id,
+        AssetEvent.source_run_id,
+        AssetEvent.source_task_id,
+        AssetEvent.source_map_index,
+        AssetEvent.extra,
+    ).where(
+        AssetEvent.source_dag_id.is_not(None),
+        # A cheap pre-filter the database can do (JSON as text); the marker is checked below.
+        cast(AssetEvent.extra, String).like(f"%{MARKER}%"),
+        *conditions,
+    )
+    return [
+        (dag_id, run_id, task_id, -1 if map_index is None else map_index)
+        for dag_id, run_id, task_id, map_index, extra in session.execute(query)
+        if isinstance(extra, dict) and MARKER in extra and run_id and task_id
+    ]
+
+
+def dags_with_pictures(session: Session) -> set[str]:
+    """Every DAG with a run that stored LotImage pictures."""
+    return {dag_id for dag_id, *_ in _marked_events(session)}
+
+
+def runs_with_pictures(session: Session, dag_id: str) -> list[RunInfo]:
+    """Return the DAG's runs that stored pictures, newest first."""
+    from airflow.models.asset import AssetEvent
+    from airflow.models.dagrun import DagRun
+
+    run_ids = {run_id for _, run_id, *_ in _marked_events(session, AssetEvent.source_dag_id == dag_id)}
+    if not run_ids:
+        return []
+    rows = session.execute(
+        select(DagRun.run_id, DagRun.run_after, DagRun.state).where(
+            DagRun.dag_id == dag_id, DagRun.run_id.in_(run_ids)
+        )
+    ).all()
+    runs = [RunInfo(run_id, run_after, str(state) if state else None) for run_id, run_after, state in rows]
+    return sorted(runs, key=lambda run: (run.run_after is not None, run.run_after, run.run_id), reverse=True)
+
+
+def _return_values(
+    session: Session, dag_id: str, tasks: Iterable[tuple[str, str, int]]
+) -> dict[tuple[str, str, int], Any]:
+    """Return the values of ``(run_id, task_id, map_index)`` task instances, in the order pushed."""
+    from airflow.models.xcom import XComModel
+
+    wanted = set(tasks)
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(XComModel.run_id, XComModel.task_id, XComModel.map_index, XComModel.value)
+        .where(
+            XComModel.dag_id == dag_id,
+            XComModel.key == RETURN_KEY,
+            XComModel.run_id.in_({run_id for run_id, _, _ in wanted}),
+            XComModel.task_id.in_({task_id for _, task_id, _ in wanted}),
+        )
+        .order_by(XComModel.timestamp)
+    ).all()
+    return {
+        (row.run_id, row.task_id, row.map_index): XComModel.deserialize_value(row)
+        for row in rows
+        if (row.run_id, row.task_id, row.map_index) in wanted
+    }
+
+
+def recorded_paths(session: Session, dag_id: str, run_ids: Iterable[str]) -> dict[str, list[str]]:
+    """Per run: the picture paths its save tasks returned, without repeats, in the order stored."""
+    from airflow.models.asset import AssetEvent
+
+    run_ids = set(run_ids)
+    events = _marked_events(
+        session, AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id.in_(run_ids)
+    )
+    values = _return_values(session, dag_id, ((run, task, index) for _, run, task, index in events))
+    paths: dict[str, list[str]] = {run_id: [] for run_id in run_ids}
+    for (run_id, _, _), value in values.items():
+        for path in value if isinstance(value, list) else []:
+            if isinstance(path, str) and path not in paths[run_id]:
+                paths[run_id].append(path)
+    return paths
+
+
+def task_xcom(session: Session, dag_id: str, run_id: str, task_id: str, map_index: int, key: str) -> Any:
+    """One XCom value of one task instance, or None."""
+    from airflow.models.xcom import XComModel
+
+    row = session.execute(
+        select(XComModel.value).where(
+            XComModel.dag_id == dag_id,
+            XComModel.run_id == run_id,
+            XComModel.task_id == task_id,
+            XComModel.map_index == map_index,
+            XComModel.key == key,
+        )
+    ).first()
+    return None if row is None else XComModel.deserialize_value(row)
+
+
+def pressed_buttons(session: Session, dag_id: str, run_id: str) -> dict[str, str]:
+    """LotImage taskId -> the button pressed to make it, for the run's button tasks.
+
+    The sidecar does not say which button made an upscale; the button task's rendered ``button``
+    field does, next to its return value (the new task's result). Airflow keeps rendered fields for
+    the most recent runs only, so older runs show no button.
+    """
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as Rtif
+
+    rows = session.execute(
+        select(Rtif.task_id, Rtif.map_index, Rtif.rendered_fields).where(
+            Rtif.dag_id == dag_id, Rtif.run_id == run_id
+        )
+    ).all()
+    buttons = {
+        (task_id, map_index): fields["button"]
+        for task_id, map_index, fields in rows
+        if isinstance(fields, dict) and isinstance(fields.get("button"), str) and "lotimage_task_id" in fields
+    }
+    results = _return_values(session, dag_id, ((run_id, task, index) for task, index in buttons))
+    found: dict[str, str] = {}
+    for (_, task_id, map_index), result in results.items():
+        new_id = result.get("lotimage_task_id") if isinstance(result, dict) else result
+        if isinstance(new_id, str):
+            found[new_id] = buttons[(task_id, map_index)]
+    return found

@@ -1,0 +1,168 @@
+"""Fixtures of the gallery tests: pictures served on loopback, DAG runs that stored them, clients.
+
+The runs are real: ``dag.test()`` runs SaveImagesOperator, so the gallery reads the same XComs,
+Asset events and sidecars a deployment has. The clients talk to Airflow's own api-server app
+(``create_app``), with the plugin mounted by Airflow from the provider's entry point, and with a
+JWT from an auth manager that lets user ``reader`` read one DAG only (:mod:`.auth`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from tests.dag_helpers import run_dag
+from tests.gallery import auth, dags
+
+PAGE_SIZE = 20
+MANY_GRIDS = 24  # 24 x 5 = 120 pictures: six pages of 20
+
+
+def png(size: int, seed: str) -> bytes:
+    """A small, distinct PNG (colour from ``seed``)."""
+    colour = tuple(int(seed.encode().hex()[i : i + 2] or "7f", 16) for i in (0, 2, 4))
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(out, "PNG")
+    return out.getvalue()
+
+
+class _Pictures(BaseHTTPRequestHandler):
+    """``/grid/<id>.png`` (128 px) and ``/upscale/<id>.png`` (96 px)."""
+
+    def do_GET(self) -> None:
+        kind, _, name = self.path.strip("/").partition("/")
+        data = png(128 if kind == "grid" else 96, name)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def picture_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pictures)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class Runs:
+    """The runs a module stored: run ids by DAG id, and where the pictures are."""
+
+    root: Path
+    run_ids: dict[str, list[str]] = field(default_factory=dict)
+    thumbnails: Path = Path()
+
+    def run(self, dag_id: str, number: int = -1) -> str:
+        return self.run_ids[dag_id][number]
+
+
+@pytest.fixture(scope="module")
+def gallery_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pytest.MonkeyPatch]:
+    """The module's settings: the test auth manager, a thumbnail folder, a small page size."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW__CORE__AUTH_MANAGER", f"{auth.__name__}.OneDagReaderAuthManager")
+        patch.setenv("AIRFLOW__LOTIMAGE__GALLERY_THUMBNAIL_FOLDER", str(tmp_path_factory.mktemp("thumbs")))
+        patch.setenv("AIRFLOW__LOTIMAGE__GALLERY_PAGE_SIZE", str(PAGE_SIZE))
+        patch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.test/")
+        patch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_urlsafe(64))
+        # dag.test() must store each DAG as defined here (destinations differ between modules).
+        patch.setenv("AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL", "0")
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def local_runs(
+    airflow_db: None,
+    gallery_env: pytest.MonkeyPatch,
+    picture_server: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Runs:
+    """DAG A (two grids, two upscales of the first), DAG B (one grid), a 120-picture DAG, a link DAG."""
+    suffix = uuid.uuid4().hex[:6]
+    root = tmp_path_factory.mktemp("pictures")
+    runs = Runs(root)
+    url = picture_server
+
+    def record(dag: Any, **test_args: Any) -> None:
+        run = run_dag(dag) if not test_args else _run_with(dag, **test_args)
+        assert str(run.state) in ("success", "DagRunState.SUCCESS"), run.state
+        runs.run_ids.setdefault(dag.dag_id, []).append(run.run_id)
+
+    grids_a = [
+        dags.grid(url, f"a1-{suffix}", "a lighthouse at dawn"),
+        dags.grid(url, f"a2-{suffix}", "a fox"),
+    ]
+    ups_a = [dags.upscale(url, f"a1u{n}-{suffix}", f"a1-{suffix}", "a lighthouse at dawn") for n in (1, 2)]
+    record(dags.save_dag("gallery_dag_a", (root / "a").as_uri(), grids_a, ups_a))
+    record(
+        dags.save_dag(
+            "gallery_dag_b", (root / "b").as_uri(), [dags.grid(url, f"b1-{suffix}", "a secret")], []
+        )
+    )
+    many = [dags.grid(url, f"m{n:02d}-{suffix}", f"prompt number {n}") for n in range(MANY_GRIDS)]
+    record(dags.save_dag("gallery_many", (root / "many").as_uri(), many, []))
+    seen = dags.grid(url, f"l1-{suffix}", "a linked owl")
+    link = dags.link_dag("gallery_link", (root / "link").as_uri(), seen)
+    record(link, mark_success_pattern="^save$")  # the picture is seen, not stored yet
+    record(link)
+    auth.READABLE.clear()
+    auth.READABLE.update({"gallery_dag_a", "gallery_many", "gallery_link"})
+    return runs
+
+
+def _run_with(dag: Any, **test_args: Any) -> Any:
+    from tests.dag_helpers import register_dag
+
+    register_dag(dag)
+    return dag.test(**test_args)
+
+
+@pytest.fixture(scope="module")
+def api_app(gallery_env: pytest.MonkeyPatch) -> Any:
+    """Airflow's api-server app (the core API, the plugins, the auth manager) as the api-server makes it."""
+    from airflow.api_fastapi.app import create_app
+
+    return create_app("core")
+
+
+@pytest.fixture(scope="module")
+def client_for(api_app: Any) -> Callable[[str | None], Any]:
+    """A test client of the api-server logged in as ``reader`` or ``admin`` (None: anonymous)."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi.testclient import TestClient
+
+    def make(user: str | None) -> TestClient:
+        client = TestClient(api_app, follow_redirects=False)
+        if user is not None:
+            role = "admin" if user == "admin" else "viewer"
+            token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=user, role=role))
+            client.cookies.set("_token", token)  # as the UI's browser sends it
+        return client
+
+    return make
+
+
+def sidecar_of(path: str) -> dict[str, Any]:
+    return json.loads(Path(path.removeprefix("file://")).with_suffix(".json").read_text(encoding="utf-8"))
