@@ -62,6 +62,12 @@ class RunResult:
         return state in self.observed_states.get(task_key, [])
 
 
+def _token_refused(resp: requests.Response) -> bool:
+    """Whether the api-server refused the token itself: 401, or 403 "Invalid JWT token" (what
+    Airflow 3 answers for an expired or malformed one), as opposed to a permission denied."""
+    return resp.status_code == 401 or (resp.status_code == 403 and "Invalid JWT" in resp.text)
+
+
 class RestClient:
     """REST API v2 of one api-server.
 
@@ -128,12 +134,15 @@ class RestClient:
         return str(resp.json()["access_token"])
 
     def api(self, method: str, path: str, json_body: Any = None, ok: Sequence[int] = (200,)) -> Any:
-        """Call the REST API v2 (``path`` relative to ``/api/v2``); return the decoded JSON."""
+        """Call the REST API v2 (``path`` relative to ``/api/v2``); return the decoded JSON.
+
+        A call the api-server turns down for its token is made once more with a new one.
+        """
         url = f"{self.api_url}/api/v2/{path.lstrip('/')}"
         for attempt in range(2):
             headers = {"Authorization": f"Bearer {self.token(refresh=attempt > 0)}"}
             resp = self._http.request(method, url, json=json_body, headers=headers, timeout=30)
-            if resp.status_code != 401:
+            if not _token_refused(resp):
                 break
         if resp.status_code not in ok:
             raise DeploymentError(f"{method} {url} -> {resp.status_code}: {resp.text[:1000]}")

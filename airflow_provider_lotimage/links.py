@@ -61,10 +61,15 @@ def gallery_link(base_url: str, ti_key: TaskInstanceKey) -> str:
 def record_result(context: Context, result: dict[str, Any]) -> dict[str, Any]:
     """Log a finished task, record its picture URL for the extra link, and return the result."""
     context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value=result.get("image_url"))
-    log.info(
+    log_finished(log, result)
+    return result
+
+
+def log_finished(logger: Any, result: dict[str, Any]) -> None:
+    """Log a finished task the same way wherever it ends: a worker, or the triggerer."""
+    logger.info(
         "LotImage task %s finished: %s (%d separate pictures)",
         result.get("lotimage_task_id"),
         redact_url(str(result.get("image_url"))),
         len(result.get("image_urls") or []),
     )
-    return result

@@ -183,7 +183,7 @@ def _card_facts(picture: Picture) -> str:
     """
     meta = picture.meta
     created = str(meta.get("created_at") or "—")
-    size = f"{meta.get('width')}×{meta.get("height")} · {_bytes(meta.get('bytes'))}"
+    size = f"{meta.get('width')}×{meta.get('height')} · {_bytes(meta.get('bytes'))}"
     rows = [
         ("Task", "", picture.task_id, picture.task_id),
         ("Created", ' class="sr"', created, _minutes(created)),
@@ -218,7 +218,7 @@ def _card(link: _Linker, picture: Picture) -> str:
         f'alt="{prompt}" width="384" height="384"></a>'
         f'<figcaption><span class="top"><span class="badge">{escape(kind(picture))}</span>'
         f'<a href="{link("file", sidecar)}">Sidecar JSON</a></span>'
-        f'<p class="prompt" data-testid="prompt" title="{prompt}">{prompt}</p>'
+        f'<p class="prompt" data-testid="prompt">{prompt}</p>'
         f"{_card_facts(picture)}</figcaption></figure>"
     )
 

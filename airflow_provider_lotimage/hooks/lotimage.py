@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
@@ -13,7 +13,6 @@ from asgiref.sync import sync_to_async
 
 from airflow_provider_lotimage import api, connection_form
 from airflow_provider_lotimage.api import TaskProgress
-from airflow_provider_lotimage.async_transport import AsyncTransport
 from airflow_provider_lotimage.connection import ConnectionSettings, read_settings
 from airflow_provider_lotimage.exceptions import AuthError, LotImageError, TaskNotFoundError, TransientError
 from airflow_provider_lotimage.retry import RetryPolicy
@@ -27,6 +26,9 @@ from airflow_provider_lotimage.validation import (
 )
 from airflow_provider_lotimage.version_compat import HAS_DECLARATIVE_CONNECTION_FORM
 from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWatch
+
+if TYPE_CHECKING:
+    from airflow_provider_lotimage.async_transport import AsyncTransport
 
 T = TypeVar("T")
 
@@ -105,6 +107,10 @@ class LotImageHook(BaseHook):
         connection, a blocking call the event loop must not make.
         """
         if self._async is None:
+            # Imported here: aiohttp is a fifth of a second to import, and only the triggerer
+            # needs it; every worker run of a task imports this module.
+            from airflow_provider_lotimage.async_transport import AsyncTransport
+
             conn = await get_async_connection(self.lotimage_conn_id, hook=self)
             settings = read_settings(conn, await get_async_extra_dejson(conn))
             await sync_to_async(lambda: settings.limiter)()

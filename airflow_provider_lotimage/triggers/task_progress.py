@@ -13,8 +13,7 @@ from asgiref.sync import sync_to_async
 from airflow_provider_lotimage.api import TaskProgress
 from airflow_provider_lotimage.exceptions import LotImageError, TaskTimeoutError, error_class
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink
-from airflow_provider_lotimage.redaction import redact_url
+from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, log_finished
 from airflow_provider_lotimage.task_state import release
 from airflow_provider_lotimage.validation import validate_task_id
 from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWatch, earliest_first_poll
@@ -292,16 +291,6 @@ def _finish(task_instance: Any, xcoms: dict[str, Any], release_keys: Sequence[st
     context = cast("Context", {"ti": ti})
     for key in release_keys:
         release(context, key)
-
-
-def log_finished(log: Any, result: dict[str, Any]) -> None:
-    """Log a finished task as :func:`~airflow_provider_lotimage.links.record_result` does."""
-    log.info(
-        "LotImage task %s finished: %s (%d separate pictures)",
-        result.get("lotimage_task_id"),
-        redact_url(str(result.get("image_url"))),
-        len(result.get("image_urls") or []),
-    )
 
 
 def result_from_event(event: Any) -> dict[str, Any]:

@@ -2,11 +2,14 @@
 
 A real deployment (api-server with the provider's plugin, scheduler, DAG processor, triggerer)
 runs the batch example against the emulator with two prompts: two grids and their eight
-upscales, stored into the batch folder. The browser logs into the UI as the harness's simple
-auth manager lets every visitor in (``simple_auth_manager_all_admins``), opens the run's
-"LotImage pictures" tab, and checks that every stored picture is
-shown once, with its prompt, and that one opens at full size. It saves the screenshots of
-docs/gallery.md (1280 px and 390 px wide).
+upscales, stored into the batch folder. The deployment has real logins (the harness's
+``users=``: an admin, whom the harness's REST client signs in as, and a viewer). Nobody gets in
+anonymously: neither ``requests`` nor the browser before it signs in. The browser opens the
+run's "LotImage pictures" tab, is sent to the login form, types the viewer's name and password,
+comes back to the tab, and checks that every stored picture is shown once, with its prompt, and
+that one opens at full size. It saves the screenshots of docs/gallery.md: the run's tab at
+1280 px, light and dark, and Browse › LotImage gallery at 390 px, where the gallery must fit its
+frame.
 
 Chromium and its driver (Debian's ``chromium``, ``chromium-driver``) and the ``selenium`` module
 are required: without them the test is skipped with the reason, and fails when ``CI=true``.
@@ -25,10 +28,11 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import requests
 from lotimage_emulator import Emulator, run_emulator
 from lotimage_emulator.pytest_plugin import TEST_API_KEY
 
-from airflow_harness import AirflowDeployment
+from airflow_harness import AirflowDeployment, User, default_users
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(300)]
 
@@ -40,6 +44,10 @@ PROMPTS = ["a lighthouse on a cliff at dawn, oil painting", "a red fox in fresh 
 CHROMIUM = Path(os.environ.get("LOTIMAGE_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("LOTIMAGE_CHROMEDRIVER", "/usr/bin/chromedriver"))
 WAIT = 30
+DESKTOP = (1280, 900)
+PHONE = (390, 844)
+USERS = default_users()
+VIEWER = next(user for user in USERS if user.role == "viewer")
 
 
 def missing_browser() -> list[str]:
@@ -90,7 +98,7 @@ def deployment(emulator: Emulator, output_dir: Path) -> Iterator[AirflowDeployme
         "LOTIMAGE_POLL_INTERVAL": "1",
         "LOTIMAGE_POOL": "default_pool",
     }
-    with AirflowDeployment(EXAMPLE_DAGS, env=env, parallelism=4) as af:
+    with AirflowDeployment(EXAMPLE_DAGS, env=env, parallelism=4, users=USERS) as af:
         yield af
 
 
@@ -113,6 +121,7 @@ def browser(browser_requirements: None) -> Iterator[Any]:
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(WAIT)
+    viewport(driver, *DESKTOP)
     try:
         yield driver
     finally:
@@ -125,35 +134,92 @@ def stored_pictures(folder: Path) -> dict[str, str]:
     return {meta["file"]: meta["prompt"] for meta in metas}
 
 
-def login(driver: Any, api_url: str) -> str:
-    """Open the UI and return who it says is logged in.
+def viewport(driver: Any, width: int, height: int, *, phone: bool = False) -> None:
+    """Make the page exactly ``width`` × ``height`` CSS pixels.
 
-    The harness runs the simple auth manager with ``simple_auth_manager_all_admins``: every
-    visitor is an admin, through a token the auth manager adds to each request (no login form).
+    The window's own size includes its frame; ``phone`` also emulates a touch screen's viewport.
     """
+    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": phone}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+
+
+def fetch_status(driver: Any, url: str) -> int:
+    """The HTTP status of ``url`` fetched by the current page, with whatever credentials it has."""
+    script = (
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0]).then(r => done(r.status)).catch(e => done(String(e)));"
+    )
+    return int(driver.execute_async_script(script, url))
+
+
+def sign_in(driver: Any, user: User) -> None:
+    """Type the user's name and password into the UI's login form (the page must show it)."""
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.get(f"{api_url}/")
+    WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.NAME, "username"))
+    driver.find_element(By.NAME, "username").send_keys(user.name)
+    driver.find_element(By.NAME, "password").send_keys(user.password)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(driver, WAIT).until(lambda d: "/auth/login" not in d.current_url)
+
+
+def signed_in_as(driver: Any) -> str:
+    """Who the UI says is signed in."""
     script = (
         "const done = arguments[arguments.length - 1];"
         "fetch('/ui/auth/me').then(r => r.ok ? r.json() : {}).then(me => done(me.username || ''))"
         ".catch(() => done(''));"
     )
-    return str(WebDriverWait(driver, WAIT).until(lambda d: d.execute_async_script(script)))
+    return str(driver.execute_async_script(script))
+
+
+def tab_url(api_url: str, run_id: str) -> str:
+    """The run's "LotImage pictures" tab in the Airflow UI."""
+    return f"{api_url}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/plugin/lotimage-run-pictures"
 
 
 def open_gallery_tab(driver: Any, api_url: str, run_id: str) -> list[Any]:
     """The run's "LotImage pictures" tab; switch into its iframe and return the picture cards."""
+    driver.switch_to.default_content()
+    driver.get(tab_url(api_url, run_id))
+    return pictures_in_frame(driver)
+
+
+def open_from_browse(driver: Any, api_url: str) -> list[Any]:
+    """Browse › LotImage gallery, then the batch DAG and its run inside the frame: the cards."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.get(f"{api_url}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/plugin/lotimage-run-pictures")
+    driver.switch_to.default_content()
+    driver.get(f"{api_url}/plugin/lotimage-gallery")
     WebDriverWait(driver, WAIT).until(ready.frame_to_be_available_and_switch_to_it((By.TAG_NAME, "iframe")))
+    WebDriverWait(driver, WAIT).until(ready.element_to_be_clickable((By.LINK_TEXT, DAG_ID))).click()
+    run_link = (By.CSS_SELECTOR, "[data-testid=run] a")
+    WebDriverWait(driver, WAIT).until(ready.element_to_be_clickable(run_link)).click()
+    return pictures_in_frame(driver, scroll=False)
+
+
+def pictures_in_frame(driver: Any, *, scroll: bool = True) -> list[Any]:
+    """Switch into the page's iframe, wait for the cards and return them.
+
+    Thumbnails load lazily: those on screen must have arrived (the screenshots show them).
+    ``scroll`` brings the first group to the top, so that a screenshot shows pictures, not the
+    page's heading.
+    """
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if driver.execute_script("return window === window.top"):
+        WebDriverWait(driver, WAIT).until(
+            ready.frame_to_be_available_and_switch_to_it((By.TAG_NAME, "iframe"))
+        )
     WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=picture]"))
-    # Thumbnails load lazily: those on screen must have arrived (the screenshots show them).
+    if scroll:
+        driver.execute_script("document.querySelector('[data-testid=group]').scrollIntoView()")
     visible = "[...document.images].filter(i => i.getBoundingClientRect().top < innerHeight)"
-    driver.execute_script("document.querySelector('[data-testid=group]').scrollIntoView()")
     WebDriverWait(driver, WAIT).until(
         lambda d: d.execute_script(f"return {visible}.every(i => i.complete && i.naturalWidth > 0)")
     )
@@ -169,6 +235,42 @@ def thumbnails_served(driver: Any) -> list[int]:
     return list(driver.execute_async_script(script))
 
 
+def set_theme(driver: Any, theme: str) -> None:
+    """The Airflow UI's own light/dark choice (next-themes keeps it in ``localStorage.theme``)."""
+    driver.switch_to.default_content()
+    driver.execute_script("localStorage.setItem('theme', arguments[0])", theme)
+
+
+def screenshot(driver: Any, name: str) -> None:
+    """Save the whole browser page (the Airflow UI around the gallery) as docs/<name>."""
+    driver.switch_to.default_content()
+    DOCS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(DOCS / name))
+
+
+def gallery_url(api_url: str, run_id: str) -> str:
+    """The run's gallery page itself (what the tab's iframe shows)."""
+    return f"{api_url}/lotimage/dags/{DAG_ID}/runs/{quote(run_id, safe='')}"
+
+
+def test_nobody_gets_in_without_signing_in(af: AirflowDeployment, batch_run: str, browser: Any) -> None:
+    """Anonymous requests get 401, and the UI sends the browser to its login form."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wrong = requests.post(
+        f"{af.api_url}/auth/token", json={"username": VIEWER.name, "password": "wrong"}, timeout=10
+    )
+    assert wrong.status_code == 401
+    assert requests.get(gallery_url(af.api_url, batch_run), timeout=10).status_code in (401, 403)
+    browser.get(tab_url(af.api_url, batch_run))
+    WebDriverWait(browser, WAIT).until(lambda d: "/auth/login" in d.current_url)
+    assert fetch_status(browser, gallery_url("", batch_run)) in (401, 403)
+    assert signed_in_as(browser) == ""
+    # The harness's own REST client signed in as the admin; after its token goes bad it signs in again.
+    af.rest._token = "not-a-token"
+    assert af.run_state(DAG_ID, batch_run) == "success"
+
+
 def test_the_run_gallery_shows_every_stored_picture_and_opens_it_full_size(
     af: AirflowDeployment, batch_run: str, output_dir: Path, browser: Any
 ) -> None:
@@ -178,7 +280,12 @@ def test_the_run_gallery_shows_every_stored_picture_and_opens_it_full_size(
     started = time.monotonic()
     stored = stored_pictures(output_dir / "batch")
     assert len(stored) == len(PROMPTS) * (1 + 4)  # a grid and four upscales each
-    assert login(browser, af.api_url)
+    tab = tab_url(af.api_url, batch_run)
+    browser.get(tab)
+    sign_in(browser, VIEWER)
+    assert browser.current_url == tab  # the login form sends the user back where they were going
+    assert signed_in_as(browser) == VIEWER.name
+    set_theme(browser, "light")
     cards = open_gallery_tab(browser, af.api_url, batch_run)
     shown = {
         card.get_attribute("data-path").rpartition("/")[2]: card.find_element(
@@ -191,16 +298,21 @@ def test_the_run_gallery_shows_every_stored_picture_and_opens_it_full_size(
     assert thumbnails_served(browser) == [200] * len(stored)
     # The upscales are grouped under their grid: one section per prompt.
     assert len(browser.find_elements(By.CSS_SELECTOR, "[data-testid=group]")) == len(PROMPTS)
-    browser.switch_to.default_content()
-    DOCS.mkdir(exist_ok=True)
-    browser.save_screenshot(str(DOCS / "gallery-desktop.png"))
+    screenshot(browser, "gallery-desktop.png")
 
-    browser.set_window_size(390, 844)
+    set_theme(browser, "dark")
     open_gallery_tab(browser, af.api_url, batch_run)
-    browser.switch_to.default_content()
-    browser.save_screenshot(str(DOCS / "gallery-phone.png"))
+    assert browser.execute_script("return document.documentElement.dataset.theme") == "dark"
+    screenshot(browser, "gallery-dark.png")
+    set_theme(browser, "light")
 
-    browser.set_window_size(1280, 900)
+    viewport(browser, *PHONE, phone=True)
+    assert len(open_from_browse(browser, af.api_url)) == len(stored)
+    # The gallery fits its frame: nothing to scroll sideways.
+    assert browser.execute_script("return document.documentElement.scrollWidth <= innerWidth")
+    screenshot(browser, "gallery-phone.png")
+
+    viewport(browser, *DESKTOP)
     cards = open_gallery_tab(browser, af.api_url, batch_run)
     cards[0].find_element(By.TAG_NAME, "a").click()
     full = WebDriverWait(browser, WAIT).until(
@@ -210,4 +322,4 @@ def test_the_run_gallery_shows_every_stored_picture_and_opens_it_full_size(
     assert browser.execute_script("return arguments[0].naturalWidth", full) == int(
         full.get_dom_attribute("width")
     )
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 90
