@@ -37,9 +37,10 @@ def test_distribution_metadata() -> None:
     points = {(ep.group, ep.name): ep.value for ep in emulator.entry_points}
     assert points[("console_scripts", "lotimage-emulator")] == "lotimage_emulator.__main__:main"
     assert points[("pytest11", "lotimage_emulator")] == "lotimage_emulator.pytest_plugin"
-    # The provider no longer carries the emulator's script or plugin.
+    # The provider no longer carries the emulator's script or plugin: only its own provider info
+    # and its Airflow UI plugin (the gallery).
     provider = metadata.distribution("airflow-provider-lotimage")
-    assert {ep.group for ep in provider.entry_points} == {"apache_airflow_provider"}
+    assert {ep.group for ep in provider.entry_points} == {"apache_airflow_provider", "airflow.plugins"}
 
 
 def test_contract_agrees_with_the_provider() -> None:
