@@ -9,16 +9,18 @@ answers, memory per waiting trigger (tracemalloc, while all are waiting) and CPU
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
 import time
 import tracemalloc
+from collections.abc import Iterator
 from typing import Any
 
 import requests
 
-from benchmarks.emulator_process import emulator_process
+from benchmarks.emulator_process import EmulatorProcess, emulator_process
 
 KEY = "bench-key-0123456789"
 RATE = 3.0
@@ -55,13 +57,18 @@ async def _wait_all(task_ids: list[str], poll_interval: float) -> tuple[list[dic
     return events, waiting_bytes / max(1, waiting)
 
 
-def run(n: int = 1000, *, time_scale: float = 0.1, poll_interval: float = 5.0) -> dict[str, Any]:
-    """Run the microbenchmark and return its figures."""
+@contextlib.contextmanager
+def trigger_emulator(*, max_running: int, time_scale: float) -> Iterator[EmulatorProcess]:
+    """An emulator for many triggers in this process, ``lotimage_default`` pointing at it.
+
+    No rate limit yet, so the tasks are created at once (set it afterwards); small grids; the
+    process's own limiter, so the measure is of the triggers, not of a shared state file.
+    """
     with emulator_process(
         "--rate-limit",
         "0",
         "--max-running",
-        str(n),
+        str(max_running),
         "--time-scale",
         str(time_scale),
         "--grid-size",
@@ -76,16 +83,27 @@ def run(n: int = 1000, *, time_scale: float = 0.1, poll_interval: float = 5.0) -
                 "extra": {"rate_limit_scope": "process"},
             }
         )
-        with requests.Session() as session:
-            task_ids = [
-                session.post(
-                    f"{emulator.url}/midjourney/v1/imagine",
-                    json={"prompt": f"picture {i}"},
-                    headers={"Authorization": f"Bearer {KEY}"},
-                    timeout=10,
-                ).json()["taskId"]
-                for i in range(n)
-            ]
+        yield emulator
+
+
+def create_tasks(emulator: EmulatorProcess, n: int) -> list[str]:
+    """Submit ``n`` prompts straight to the emulator and return their taskIds."""
+    with requests.Session() as session:
+        return [
+            session.post(
+                f"{emulator.url}/midjourney/v1/imagine",
+                json={"prompt": f"picture {i}"},
+                headers={"Authorization": f"Bearer {KEY}"},
+                timeout=10,
+            ).json()["taskId"]
+            for i in range(n)
+        ]
+
+
+def run(n: int = 1000, *, time_scale: float = 0.1, poll_interval: float = 5.0) -> dict[str, Any]:
+    """Run the microbenchmark and return its figures."""
+    with trigger_emulator(max_running=n, time_scale=time_scale) as emulator:
+        task_ids = create_tasks(emulator, n)
         emulator.set_config(rate_limit=RATE)
         before = emulator.stats()
         cpu0, t0 = _cpu_seconds(), time.monotonic()

@@ -29,11 +29,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import requests
-
-from benchmarks.emulator_process import EmulatorProcess, emulator_process
-from benchmarks.many_triggers import _cpu_seconds
-from benchmarks.pipelines import KEY, MAX_RUNNING, RATE_LIMIT, REPO
+from benchmarks.emulator_process import EmulatorProcess
+from benchmarks.many_triggers import _cpu_seconds, create_tasks, trigger_emulator
+from benchmarks.pipelines import MAX_RUNNING, RATE_LIMIT, REPO
 
 #: (mode name, ``adaptive_polling``), in the order they run.
 MODES: tuple[tuple[str, bool], ...] = (("adaptive", True), ("fixed", False))
@@ -89,19 +87,6 @@ async def _wait(trigger: Any) -> Any:
     async for event in trigger.run():
         return event.payload
     return None
-
-
-def _create_tasks(emulator: EmulatorProcess, n: int) -> list[str]:
-    with requests.Session() as session:
-        return [
-            session.post(
-                f"{emulator.url}/midjourney/v1/imagine",
-                json={"prompt": f"picture {i}"},
-                headers={"Authorization": f"Bearer {KEY}"},
-                timeout=10,
-            ).json()["taskId"]
-            for i in range(n)
-        ]
 
 
 async def _warm_up(
@@ -194,26 +179,8 @@ def run_mode(settings: ProfileSettings, options: dict[str, Any]) -> dict[str, An
 
 def measure_mode(settings: ProfileSettings, options: dict[str, Any]) -> dict[str, Any]:
     """A fresh emulator, the tasks, then the measured window, in this process."""
-    with emulator_process(
-        "--rate-limit",
-        "0",
-        "--max-running",
-        str(settings.max_running),
-        "--time-scale",
-        str(settings.time_scale),
-        "--grid-size",
-        "64",
-        env={"LOTIMAGE_EMULATOR_KEYS": KEY},
-    ) as emulator:
-        os.environ["AIRFLOW_CONN_LOTIMAGE_DEFAULT"] = json.dumps(
-            {
-                "conn_type": "lotimage",
-                "host": emulator.url,
-                "password": KEY,
-                "extra": {"rate_limit_scope": "process"},
-            }
-        )
-        task_ids = _create_tasks(emulator, settings.triggers + 1)  # one more for the warm-up
+    with trigger_emulator(max_running=settings.max_running, time_scale=settings.time_scale) as emulator:
+        task_ids = create_tasks(emulator, settings.triggers + 1)  # one more for the warm-up
         emulator.set_config(rate_limit=settings.rate_limit)
         return asyncio.run(_measure(emulator, task_ids, settings, options))
 
