@@ -5,7 +5,9 @@ deployment's environment; parsing needs none of them.
 
 * ``lotimage_deferral_race``: deferrable sensors after LotImage tasks that are already finished
   (the run's ``finished`` taskIds), then a deferrable ``U1`` upscale of each result, polled every
-  second. No retries, so a task Airflow fails stays failed and is seen.
+  second. No retries, so a task Airflow fails stays failed and is seen. Both resume on a worker
+  (``end_from_trigger=False``): the race is on that path, which a task whose picture is ready no
+  longer takes by default, but every failing one still does.
 * ``lotimage_scheduler_crash``: six deferrable imagines and two that wait in their worker.
 * ``lotimage_api_server_crash``: four imagines that wait in their worker.
 
@@ -56,6 +58,7 @@ with DAG(
         poke_interval=POLL_INTERVAL,
         timeout=600,
         retries=0,
+        end_from_trigger=False,
     ).expand(lotimage_task_id=finished())
 
     ButtonOperator.partial(
@@ -67,6 +70,7 @@ with DAG(
         poll_interval=POLL_INTERVAL,
         timeout=600,
         retries=0,
+        end_from_trigger=False,
     ).expand(lotimage_task_id=wait.output)
 
 with DAG(
