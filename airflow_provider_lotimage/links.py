@@ -40,14 +40,24 @@ class LotImagePictureLink(BaseOperatorLink):
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         """Return the gallery's address for this task's picture, or ``""`` if it recorded none."""
-        from airflow.providers.common.compat.sdk import XCom, conf
+        from airflow.providers.common.compat.sdk import XCom
 
-        url = XCom.get_value(ti_key=ti_key, key=IMAGE_URL_XCOM_KEY)
-        if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
-            return ""
-        if not conf.getboolean("lotimage", "gallery_extra_link", fallback=True):
-            return url
-        return gallery_link(conf.get("api", "base_url", fallback="") or "", ti_key)
+        return link_for(XCom.get_value(ti_key=ti_key, key=IMAGE_URL_XCOM_KEY), ti_key)
+
+
+def link_for(url: Any, ti_key: TaskInstanceKey) -> str:
+    """Return the link for a task instance that recorded the picture URL ``url`` (see the module doc).
+
+    Apart from :meth:`LotImagePictureLink.get_link` so that a trigger ending the task can store the
+    link from the URL it has, without reading back the XCom it has just written.
+    """
+    from airflow.providers.common.compat.sdk import conf
+
+    if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        return ""
+    if not conf.getboolean("lotimage", "gallery_extra_link", fallback=True):
+        return url
+    return gallery_link(conf.get("api", "base_url", fallback="") or "", ti_key)
 
 
 def gallery_link(base_url: str, ti_key: TaskInstanceKey) -> str:

@@ -224,15 +224,20 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def main_local(args: argparse.Namespace) -> int:
-    """The local benchmark: provider versus baseline, then the trigger microbenchmark."""
-    settings = PipelineSettings(
-        prompts=args.prompts,
+def _pipeline_settings(args: argparse.Namespace, **more: Any) -> PipelineSettings:
+    """The batch settings the local benchmark and the sweep take from the command line."""
+    return PipelineSettings(
         time_scale=args.time_scale,
         poll_interval=args.poll_interval,
         pool_slots=args.pool_slots,
         parallelism=args.parallelism,
+        **more,
     )
+
+
+def main_local(args: argparse.Namespace) -> int:
+    """The local benchmark: provider versus baseline, then the trigger microbenchmark."""
+    settings = _pipeline_settings(args, prompts=args.prompts)
     started = datetime.now(UTC)
     result: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
@@ -319,12 +324,7 @@ def _print_sweep(result: dict[str, Any], written: list[Path]) -> None:
 
 def main_sweep(args: argparse.Namespace) -> int:
     """The size sweep, then the triggerer profile; exit 1 if a DAG run did not succeed."""
-    settings = PipelineSettings(
-        time_scale=args.time_scale,
-        poll_interval=args.poll_interval,
-        pool_slots=args.pool_slots,
-        parallelism=args.parallelism,
-    )
+    settings = _pipeline_settings(args)
     profile = ProfileSettings(triggers=args.triggers, window_seconds=args.profile_window)
     started = datetime.now(UTC)
     pipeline = {key: value for key, value in asdict(settings).items() if key != "prompts"}

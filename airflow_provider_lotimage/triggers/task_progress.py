@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from airflow_provider_lotimage.api import TaskProgress
 from airflow_provider_lotimage.exceptions import LotImageError, TaskTimeoutError, error_class
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, log_finished
+from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, link_for, log_finished
 from airflow_provider_lotimage.task_state import release
 from airflow_provider_lotimage.validation import validate_task_id
 from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWatch, earliest_first_poll
@@ -287,7 +287,7 @@ def _finish(task_instance: Any, xcoms: dict[str, Any], release_keys: Sequence[st
     # A worker stores the "LotImage picture" link when the task ends (its finalize): store it now,
     # or the task keeps the empty link stored when it deferred.
     link = LotImagePictureLink()
-    XCom.set(link.xcom_key, link.get_link(cast("Any", None), ti_key=ti), **where)
+    XCom.set(link.xcom_key, link_for(xcoms.get(IMAGE_URL_XCOM_KEY), ti), **where)
     context = cast("Context", {"ti": ti})
     for key in release_keys:
         release(context, key)
