@@ -157,7 +157,11 @@ class RetryPolicy:
     def retrying(
         self, call: Call[Any], limiter: RateLimiter, log: WarningLog, *, give_back: bool = False
     ) -> Retrying:
-        """Return tenacity's loop for one sync call (see :meth:`rules`); :meth:`run` drives it."""
+        """Return tenacity's loop for one sync call (see :meth:`rules`).
+
+        Call it with the attempt, as :meth:`run` does: iterated, a spent loop that gives back its
+        last error just stops, and the error is lost.
+        """
 
         def before_sleep(state: RetryCallState) -> None:
             if seconds := _announce(state, call, log):
@@ -168,7 +172,7 @@ class RetryPolicy:
     def aretrying(
         self, call: Call[Any], limiter: RateLimiter, log: WarningLog, *, give_back: bool = False
     ) -> AsyncRetrying:
-        """Return tenacity's loop for one async call; the limiter is awaited. :meth:`arun` drives it."""
+        """Return tenacity's loop for one async call, the limiter awaited; call it as :meth:`arun` does."""
 
         async def before_sleep(state: RetryCallState) -> None:
             if seconds := _announce(state, call, log):
