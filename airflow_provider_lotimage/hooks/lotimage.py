@@ -258,22 +258,24 @@ class LotImageHook(BaseHook):
         """Send ``call`` under the retry policy, waiting for the key's rate limiter before each try."""
         transport = self.transport
         limiter = transport.settings.limiter
-        for attempt in self.retry_policy.retrying(call, limiter, self.log, give_back=give_back):
-            with attempt, self.retry_policy.judged(call):
-                limiter.acquire()
-                return call.parse(transport.send(call))
-        raise AssertionError("tenacity ends its loop by returning or raising")  # pragma: no cover
+
+        def attempt() -> T:
+            limiter.acquire()
+            return call.parse(transport.send(call))
+
+        return self.retry_policy.run(call, limiter, self.log, attempt, give_back=give_back)
 
     async def _arequest(self, call: Call[T], *, give_back: bool = False) -> Any:
         """Async :meth:`_request`: the shared session of the loop, the real send moment reported."""
         transport = await self.atransport()
         limiter = transport.settings.limiter
         async with transport.session() as session:
-            async for attempt in self.retry_policy.aretrying(call, limiter, self.log, give_back=give_back):
-                with attempt, self.retry_policy.judged(call):
-                    slot = await limiter.acquire_async()
-                    return call.parse(await transport.send(session, call, slot))
-        raise AssertionError("tenacity ends its loop by returning or raising")  # pragma: no cover
+
+            async def attempt() -> T:
+                slot = await limiter.acquire_async()
+                return call.parse(await transport.send(session, call, slot))
+
+            return await self.retry_policy.arun(call, limiter, self.log, attempt, give_back=give_back)
 
 
 def _submit_body(*, cutting: bool, webhook: str | None, **fields: Any) -> dict[str, Any]:

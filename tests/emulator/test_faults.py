@@ -206,6 +206,33 @@ def test_unlimited_and_exhausted_rules(emu: Emulator, client: Client) -> None:
     assert client.progress("x").status_code == 200 and zero.used == 0
 
 
+def test_fault_for_seconds_is_an_outage_of_that_length(emu: Emulator, client: Client) -> None:
+    """A window rule spoils every matching call from its first firing for that long, then stops."""
+    rule = emu.add_fault("http_status", status=502, endpoint="progress", for_seconds=0.6)
+    assert rule.count is None and rule.opened_at is None, "no count: unlimited within the window"
+    assert client.imagine().json()["status"] == 200, "other endpoints are untouched"
+    time.sleep(0.3)  # the window opens at the first matching call, not when the rule is added
+    opened = time.time()
+    statuses = []
+    while time.time() - opened < 0.5:
+        statuses.append(client.progress("x").status_code)
+    assert rule.opened_at is not None and opened - 0.1 <= rule.opened_at <= opened + 0.1
+    assert set(statuses) == {502} and len(statuses) == rule.used >= 3
+    assert rule.remaining is None and not rule.exhausted
+    time.sleep(max(0.0, rule.opened_at + 0.6 - time.time()))
+    assert client.progress("x").status_code == 200, "the outage is over"
+    assert rule.exhausted and rule.remaining == 0 and rule.used == len(statuses)
+    capped = emu.add_fault("http_status", endpoint="progress", for_seconds=60, count=2)
+    assert [client.progress("x").status_code for _ in range(3)] == [503, 503, 200], "count still caps"
+    assert capped.exhausted
+    answer = _admin(emu, "POST", "faults", {"kind": "http_429", "for_seconds": 30, "retry_after": None})
+    [shown] = answer.json()["rules"]
+    assert (shown["for_seconds"], shown["count"], shown["opened_at"]) == (30, None, None)
+    assert client.imagine().status_code == 429
+    [*_, live] = _admin(emu, "GET", "faults").json()["rules"]
+    assert live["opened_at"] is not None and live["remaining"] is None
+
+
 def test_admin_fault_endpoints(emu: Emulator, client: Client) -> None:
     answer = _admin(emu, "POST", "faults", {"kind": "http_status", "status": 502, "endpoint": "imagine"})
     assert answer.status_code == 200
@@ -254,6 +281,8 @@ def test_admin_fault_endpoints(emu: Emulator, client: Client) -> None:
         {"kind": "delay", "seconds": -1},
         {"kind": "delay", "colour": "red"},
         {"kind": "http_429", "count": -2},
+        {"kind": "http_status", "for_seconds": 0},
+        {"kind": "http_status", "for_seconds": "a minute"},
         {"rules": [{"kind": "delay"}], "flags": {"no_such_flag": 1}},
         {"flags": {"rate_limit": "fast"}},
         {"flags": {"port": 1}},

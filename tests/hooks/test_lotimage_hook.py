@@ -26,6 +26,7 @@ from airflow_provider_lotimage.exceptions import (
 )
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.retry import RetryPolicy
+from airflow_provider_lotimage.transport import Call
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.05, max_delay=0.2)
 
@@ -319,3 +320,148 @@ def test_async_errors_map_like_sync(hook: LotImageHook, lotimage_emulator) -> No
             await LotImageHook(retry_policy=FAST).aget_task_progress("missing")
 
     asyncio.run(main())
+
+
+# -- every retry loop, spent with the real policy ----------------------------------------------------
+
+#: The policy every hook gets by default: the test exercises its decisions, not a faster copy.
+REAL = RetryPolicy()
+#: Loops that read progress, and how each ends once its attempts are spent.
+READS_GIVEN_BACK = ("poll_once", "apoll_once")
+READS_RAISED = ("get_task_progress", "aget_task_progress")
+PAID = ("imagine", "press_button")
+#: Outages that last longer than a loop: the emulator's fault (``None``: a port that refuses
+#: connections), the error a read ends with, and whether a paid call may be resent after it.
+OUTAGES: dict[str, tuple[dict[str, object] | None, type[Exception], bool]] = {
+    "503": ({"kind": "http_status", "status": 503}, TransientError, True),
+    "429": ({"kind": "http_429", "retry_after": None}, RateLimitedError, True),
+    "refused": (None, ServiceUnreachableError, True),
+    "502": ({"kind": "http_status", "status": 502}, TransientError, False),
+}
+ENDPOINT = {"imagine": "imagine", "press_button": "button"}
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[float]]:
+    """Record the back-offs tenacity would sleep, and the holds a 429 puts on the limiter.
+
+    Only tenacity's sleep is replaced, on the loops :class:`RetryPolicy` builds: its stop, wait
+    and retry decisions are the real ones, and the limiter still paces every attempt.
+    """
+    seen: dict[str, list[float]] = {"slept": [], "held": []}
+    sync_loop, async_loop = RetryPolicy.retrying, RetryPolicy.aretrying
+
+    def retrying(self: RetryPolicy, *args: object, **kwargs: object) -> object:
+        loop = sync_loop(self, *args, **kwargs)  # type: ignore[arg-type]
+        loop.sleep = lambda seconds: seen["slept"].append(float(seconds))
+        return loop
+
+    def aretrying(self: RetryPolicy, *args: object, **kwargs: object) -> object:
+        loop = async_loop(self, *args, **kwargs)  # type: ignore[arg-type]
+
+        async def sleep(seconds: float) -> None:
+            seen["slept"].append(float(seconds))
+
+        loop.sleep = sleep
+        return loop
+
+    monkeypatch.setattr(RetryPolicy, "retrying", retrying)
+    monkeypatch.setattr(RetryPolicy, "aretrying", aretrying)
+    return seen
+
+
+def _spend(
+    hook: LotImageHook, loop: str, monkeypatch: pytest.MonkeyPatch, held: list[float]
+) -> tuple[str, object]:
+    """Run one call of ``loop``: ``("returned", value)`` or ``("raised", error)``."""
+    limiter = hook.transport.settings.limiter
+    monkeypatch.setattr(limiter, "block_for", held.append)
+
+    async def ablock_for(seconds: float) -> None:
+        held.append(seconds)
+
+    monkeypatch.setattr(limiter, "ablock_for", ablock_for)
+    task_id = "0o2f4ja2a1-ka2e-ow1c-br93-9al9ad2"
+    call = {
+        "imagine": lambda: hook.imagine("An owl with cat ears hanging on a tree"),
+        "press_button": lambda: hook.press_button(task_id, "U1"),
+    }.get(loop) or (lambda: getattr(hook, loop)(task_id))
+    try:
+        outcome = call()
+        return "returned", asyncio.run(outcome) if asyncio.iscoroutine(outcome) else outcome
+    except Exception as error:  # the outcome under test
+        return "raised", error
+
+
+def _backoffs_follow_the_policy(slept: list[float]) -> None:
+    """The real policy's back-off: 1, 2, 4, 8, 16 s (capped at 30) times 0.5-1 of jitter."""
+    assert len(slept) == REAL.max_attempts - 1, slept
+    for attempt, seconds in enumerate(slept, 1):
+        full = min(REAL.max_delay, REAL.base_delay * 2 ** (attempt - 1))
+        assert 0.5 * full <= seconds <= full, (attempt, slept)
+
+
+@pytest.mark.parametrize("outage", list(OUTAGES))
+@pytest.mark.parametrize("loop", READS_GIVEN_BACK + READS_RAISED + PAID)
+def test_every_retry_loop_ends_as_documented(
+    lotimage_emulator_factory,
+    lotimage_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    waits: dict[str, list[float]],
+    capfd: pytest.CaptureFixture[str],
+    loop: str,
+    outage: str,
+) -> None:
+    """An outage outlasts one call's retries, sync and async, paid and read, with the default policy.
+
+    A waiting loop's read gives the last error back (counted as "no progress"); any other read
+    raises it; a paid call is resent only while the failure proves nothing was created (429, 503,
+    a refused connection) and then raises the last error, and otherwise stops at once with
+    :class:`AmbiguousSubmitError`: never a resend that could pay twice.
+    """
+    fault, read_error, resendable = OUTAGES[outage]
+    emulator = lotimage_emulator_factory(rate_limit=100.0)
+    url = emulator.url
+    if fault is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed again: connections are refused
+    else:
+        emulator.add_fault(str(fault["kind"]), count=None, **{k: v for k, v in fault.items() if k != "kind"})
+    conn = {"conn_type": "lotimage", "host": url, "password": lotimage_api_key}
+    conn["extra"] = {"rate_limit": 100, "rate_limit_scope": "process"}  # type: ignore[assignment]
+    monkeypatch.setenv("AIRFLOW_CONN_LOTIMAGE_DEFAULT", json.dumps(conn))
+    hook = LotImageHook()
+    assert hook.retry_policy == REAL
+
+    how, outcome = _spend(hook, loop, monkeypatch, waits["held"])
+
+    paid = loop in PAID
+    attempts = REAL.max_attempts if resendable or not paid else 1
+    if paid and not resendable:
+        assert (how, type(outcome)) == ("raised", AmbiguousSubmitError), outcome
+        assert waits["slept"] == []
+    else:
+        ending = "returned" if loop in READS_GIVEN_BACK else "raised"
+        assert (how, type(outcome)) == (ending, read_error), outcome
+        _backoffs_follow_the_policy(waits["slept"])
+    given_back = f"failed {REAL.max_attempts} times in a row ({outcome}); the wait counts it as no progress"
+    assert capfd.readouterr().out.count(given_back) == (loop in READS_GIVEN_BACK)
+    held = waits["slept"] if outage == "429" else []
+    assert waits["held"] == held, "a 429 holds the key back for the coming back-off, nothing else does"
+    stats = emulator.stats()
+    endpoint = ENDPOINT.get(loop, "progress")
+    assert stats["requests"][endpoint] == (0 if fault is None else attempts)
+    assert stats["submissions"] == {"imagine": 0, "button": 0}
+
+
+def test_a_paid_call_is_never_given_back(hook: LotImageHook, lotimage_emulator) -> None:
+    """Only a waiting loop's read may end in "no progress": a paid call's failure is always raised."""
+    call = Call("imagine", "/midjourney/v1/imagine", {"prompt": "a cat"}, paid=True, parse=lambda reply: "id")
+    sent: list[str] = []
+    with pytest.raises(ValueError, match="never given back"):
+        REAL.run(
+            call, hook.transport.settings.limiter, hook.log, lambda: sent.append("imagine"), give_back=True
+        )
+    assert sent == []
+    assert lotimage_emulator.stats()["requests"]["imagine"] == 0

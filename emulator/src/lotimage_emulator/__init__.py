@@ -44,9 +44,10 @@ A fault rule (``POST /_emulator/faults`` takes one, a list, or ``{"rules": [...]
 
     {"kind": "http_status", "endpoint": "imagine" | "progress" | "button" | null, "count": 1 | null,
      "status": 503, "retry_after": 1.0, "html": false, "body_only": false, "after_processing": false,
-     "seconds": 1.0, "progress": 93, "err_message": null, "format": "int", "body": null}
+     "seconds": 1.0, "progress": 93, "err_message": null, "format": "int", "body": null,
+     "share": null, "for_seconds": null}
 
-answered with ``id``, ``used``, ``remaining`` and ``stage`` added. See :mod:`.faults`.
+answered with ``id``, ``used``, ``remaining``, ``stage`` and ``opened_at`` added. See :mod:`.faults`.
 """
 
 from __future__ import annotations

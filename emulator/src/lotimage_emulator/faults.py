@@ -1,7 +1,9 @@
 """Fault injection: rules that make the emulator misbehave the way the real service (or a proxy) can.
 
 A rule has a ``kind``, an optional ``endpoint`` filter and a ``count`` (how many requests, tasks,
-answers or deliveries it spoils before it is used up; ``None`` means forever). Rules are consumed
+answers or deliveries it spoils before it is used up; ``None`` means forever), or a
+``for_seconds`` window (it spoils every matching call for that long from the first one: an outage
+of a given length, whatever the client's pace). Rules are consumed
 at one of five points, which is why each kind belongs to one :data:`STAGES` entry:
 
 * ``request``: the HTTP answer of a matching API call is replaced or delayed
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -67,6 +70,7 @@ _PARAMS = (
     "format",
     "body",
     "share",
+    "for_seconds",
 )
 _ids = itertools.count(1)
 
@@ -99,6 +103,9 @@ class FaultRule:
     ``format``: ``progress_format`` style. ``body``: exact broken body of ``malformed_json``.
     ``share``: fire on that share of the matching calls, spread evenly (0.2: every fifth), for
     load tests that want a fault rate all along a run; ``count`` still caps the firings.
+    ``for_seconds``: fire on every matching call for that many seconds from the first firing
+    (``opened_at``, epoch seconds), then be used up: an outage of that length. Without a ``count``
+    it is unlimited within the window.
     """
 
     kind: str
@@ -115,9 +122,11 @@ class FaultRule:
     format: str = "int"
     body: str | None = None
     share: float | None = None
+    for_seconds: float | None = None
     id: str = field(default_factory=lambda: f"fault-{next(_ids)}")
     used: int = 0
     seen: int = 0
+    opened_at: float | None = None
 
     def __post_init__(self) -> None:
         self._validate()
@@ -130,12 +139,26 @@ class FaultRule:
     @property
     def remaining(self) -> int | None:
         """How many more times the rule applies; ``None`` for unlimited."""
+        if self.window_closed():
+            return 0
         return None if self.count is None else max(0, self.count - self.used)
 
     @property
     def exhausted(self) -> bool:
-        """Used up: kept in :meth:`FaultBook.rules` history only until cleared."""
-        return self.count is not None and self.used >= self.count
+        """Used up (its count spent, or its window over): kept in :meth:`FaultBook.rules` history only."""
+        return (self.count is not None and self.used >= self.count) or self.window_closed()
+
+    def window_closed(self, now: float | None = None) -> bool:
+        """Whether the ``for_seconds`` window opened and has passed (never, without a window)."""
+        if self.for_seconds is None or self.opened_at is None:
+            return False
+        return (time.time() if now is None else now) - self.opened_at >= self.for_seconds
+
+    def fire(self) -> None:
+        """Count one firing; the first opens the ``for_seconds`` window. Called under the book's lock."""
+        if self.opened_at is None:
+            self.opened_at = time.time()
+        self.used += 1
 
     def hits_its_share(self) -> bool:
         """Count one matching call; whether the rule fires on it (always, without ``share``).
@@ -171,7 +194,8 @@ class FaultRule:
         if kind not in STAGES:
             raise FaultError(f"unknown fault kind {kind!r}; known: {', '.join(STAGES)}")
         if isinstance(count, _Unset):
-            count = None if kind in _UNLIMITED_BY_DEFAULT else 1
+            unlimited = kind in _UNLIMITED_BY_DEFAULT or params.get("for_seconds") is not None
+            count = None if unlimited else 1
         if endpoint in ("any", "", "*"):
             endpoint = None
         return cls(kind=kind, endpoint=endpoint, count=count, **params)
@@ -182,7 +206,7 @@ class FaultRule:
         if not isinstance(data, dict):
             raise FaultError("a fault rule must be a JSON object")
         data = dict(data)
-        for bookkeeping in ("id", "used", "seen", "remaining", "stage"):
+        for bookkeeping in ("id", "used", "seen", "remaining", "stage", "opened_at"):
             data.pop(bookkeeping, None)
         kind = data.pop("kind", None)
         if not isinstance(kind, str):
@@ -221,6 +245,8 @@ class FaultRule:
             raise FaultError("body must be a string")
         if self.share is not None and (not _is_number(self.share) or not 0 < self.share <= 1):
             raise FaultError("share must be a number in (0, 1] or null (every matching call)")
+        if self.for_seconds is not None and (not _is_number(self.for_seconds) or self.for_seconds <= 0):
+            raise FaultError("for_seconds must be a positive number of seconds or null (no window)")
         if self.kind == "http_status":
             self.status = 503 if self.status is None else self.status
             if not isinstance(self.status, int) or not 400 <= self.status <= 599:
@@ -298,6 +324,6 @@ class FaultBook:
                     continue
                 if not rule.hits_its_share():
                     continue
-                rule.used += 1
+                rule.fire()
                 return rule
         return None
