@@ -23,7 +23,7 @@ from typing import Annotated, Any
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from airflow.models.base import ID_LEN
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from airflow_provider_lotimage.gallery import pages, records, settings
@@ -79,104 +79,121 @@ def _recorded(session: Any, dag_id: str, run_id: str, path: str) -> tuple[Pictur
     raise _not_found("No such picture in this run")
 
 
+router = APIRouter()
+
+
+@router.get("/static/{name}")
+def static(name: str, user: GetUserDep) -> Response:
+    """Serve the gallery's stylesheet or script (signed-in users only, like every route)."""
+    if name not in _STATIC:
+        raise _not_found()
+    text = resources.files("airflow_provider_lotimage.gallery").joinpath("static", name).read_bytes()
+    return Response(text, media_type=_STATIC[name], headers={"Cache-Control": "private, max-age=300"})
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request, user: GetUserDep, session: SessionDep) -> str:
+    """List the DAGs the user may read whose runs stored pictures."""
+    from airflow.api_fastapi.core_api.security import get_auth_manager
+
+    # As Airflow's own DAG list asks: the auth manager knows each DAG's team (Airflow 3.2+).
+    readable = get_auth_manager().get_authorized_dag_ids(user=user, method="GET", session=session)
+    return pages.home_page(_urls(request), records.dags_with_pictures(session) & readable)
+
+
+@router.get("/dags/{dag_id}", response_class=HTMLResponse, dependencies=[CAN_READ_DAG])
+def dag(request: Request, dag_id: DagIdDep, session: SessionDep, page: PageDep = 1) -> str:
+    """List a DAG's runs that stored pictures, newest first, paged."""
+    runs = records.runs_with_pictures(session, dag_id)
+    pages_count = max(1, -(-len(runs) // settings.RUNS_PER_PAGE))
+    page = min(page, pages_count)
+    shown = runs[(page - 1) * settings.RUNS_PER_PAGE : page * settings.RUNS_PER_PAGE]
+    paths = records.recorded_paths(session, dag_id, [run.run_id for run in shown])
+    counts = {run_id: len(found) for run_id, found in paths.items()}
+    return pages.dag_page(_urls(request), dag_id, shown, counts, page, pages_count)
+
+
+@router.get("/dags/{dag_id}/runs/{run_id}", response_class=HTMLResponse, dependencies=[CAN_READ_DAG])
+def run(request: Request, dag_id: DagIdDep, run_id: RunIdDep, session: SessionDep, page: PageDep = 1) -> str:
+    """Show one run's pictures, grouped by LotImage task, paged."""
+    buttons = records.pressed_buttons(session, dag_id, run_id)
+    pictures = read_pictures(_run_paths(session, dag_id, run_id), buttons)
+    shown, pages_count = paginate(group_pictures(pictures), page, settings.page_size())
+    page = min(page, pages_count)
+    return pages.run_page(_urls(request), dag_id, run_id, shown, len(pictures), page, pages_count)
+
+
+@router.get("/dags/{dag_id}/runs/{run_id}/view", response_class=HTMLResponse, dependencies=[CAN_READ_DAG])
+def view(request: Request, dag_id: DagIdDep, run_id: RunIdDep, path: PathDep, session: SessionDep) -> str:
+    """Show one recorded picture at full size, with its facts."""
+    picture, is_sidecar = _recorded(session, dag_id, run_id, path)
+    if is_sidecar:
+        raise _not_found()
+    button = button_of(picture.meta, records.pressed_buttons(session, dag_id, run_id))
+    picture = dataclasses.replace(picture, button=button)
+    return pages.picture_page(_urls(request), dag_id, run_id, picture)
+
+
+@router.get("/dags/{dag_id}/runs/{run_id}/file", dependencies=[CAN_READ_DAG])
+def file(dag_id: DagIdDep, run_id: RunIdDep, path: PathDep, session: SessionDep) -> Response:
+    """Serve a recorded picture, or its sidecar, as the bytes that were checked."""
+    from airflow_provider_lotimage.gallery.files import Unreadable
+    from airflow_provider_lotimage.gallery.index import read_verified
+
+    picture, is_sidecar = _recorded(session, dag_id, run_id, path)
+    if is_sidecar:  # the very bytes that were parsed and checked
+        return Response(picture.sidecar, media_type="application/json", headers=_PRIVATE)
+    try:
+        data = read_verified(picture)
+    except Unreadable:
+        raise _not_found("The stored file cannot be read") from None
+    media = _MEDIA.get(picture.name.rpartition(".")[2], "application/octet-stream")
+    return Response(data, media_type=media, headers=_PRIVATE)
+
+
+@router.get("/dags/{dag_id}/runs/{run_id}/thumb", dependencies=[CAN_READ_DAG])
+def thumb(dag_id: DagIdDep, run_id: RunIdDep, path: PathDep, session: SessionDep) -> Response:
+    """Serve a recorded picture's thumbnail (made now if need be, see :mod:`.thumbnails`)."""
+    from airflow_provider_lotimage.gallery.thumbnails import ThumbnailBusy, ThumbnailError, thumbnail
+
+    picture, is_sidecar = _recorded(session, dag_id, run_id, path)
+    if is_sidecar:
+        raise _not_found()
+    try:
+        made = thumbnail(dag_id, picture)
+    except ThumbnailError as err:
+        raise _not_found(f"No thumbnail: {err}") from None
+    except ThumbnailBusy:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "Thumbnails are being made", {"Retry-After": "2"}
+        ) from None
+    return Response(made, media_type="image/jpeg", headers=_PRIVATE)
+
+
+@router.get("/link/{dag_id}/{run_id}/{task_id}/{map_index}", dependencies=[CAN_READ_DAG])
+def link(
+    request: Request,
+    dag_id: DagIdDep,
+    run_id: RunIdDep,
+    task_id: TaskIdDep,
+    map_index: MapIndexDep,
+    session: SessionDep,
+) -> Response:
+    """Lead the extra link to the stored copy, a picture host, or a page naming the address."""
+    from airflow_provider_lotimage.gallery.extra_link import resolve, trusted_picture_url
+
+    target = resolve(session, _urls(request), dag_id, run_id, task_id, map_index)
+    if target is None:
+        raise _not_found("This task recorded no picture")
+    url = target.url if target.in_gallery else trusted_picture_url(target.url)
+    if url is None:  # an XCom anyone who may edit it could have set: named, not followed
+        return HTMLResponse(pages.leaving_page(_urls(request), target.url))
+    return RedirectResponse(url, status_code=status.HTTP_303_SEE_OTHER)
+
+
 def create_app() -> FastAPI:
     """Build the gallery app: pages, files, thumbnails and the extra link's redirect."""
     app = FastAPI(title="LotImage gallery", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(SecurityHeaders)
-
-    @app.get("/static/{name}")
-    def static(name: str, user: GetUserDep) -> Response:
-        if name not in _STATIC:
-            raise _not_found()
-        text = resources.files("airflow_provider_lotimage.gallery").joinpath("static", name).read_bytes()
-        return Response(text, media_type=_STATIC[name], headers={"Cache-Control": "private, max-age=300"})
-
-    @app.get("/", response_class=HTMLResponse)
-    def home(request: Request, user: GetUserDep, session: SessionDep) -> str:
-        from airflow.api_fastapi.core_api.security import get_auth_manager
-
-        # As Airflow's own DAG list asks: the auth manager knows each DAG's team (Airflow 3.2+).
-        readable = get_auth_manager().get_authorized_dag_ids(user=user, method="GET", session=session)
-        return pages.home_page(_urls(request), records.dags_with_pictures(session) & readable)
-
-    @app.get("/dags/{dag_id}", response_class=HTMLResponse, dependencies=[CAN_READ_DAG])
-    def dag(request: Request, dag_id: DagIdDep, session: SessionDep, page: PageDep = 1) -> str:
-        runs = records.runs_with_pictures(session, dag_id)
-        pages_count = max(1, -(-len(runs) // settings.RUNS_PER_PAGE))
-        page = min(page, pages_count)
-        shown = runs[(page - 1) * settings.RUNS_PER_PAGE : page * settings.RUNS_PER_PAGE]
-        paths = records.recorded_paths(session, dag_id, [run.run_id for run in shown])
-        counts = {run_id: len(found) for run_id, found in paths.items()}
-        return pages.dag_page(_urls(request), dag_id, shown, counts, page, pages_count)
-
-    @app.get("/dags/{dag_id}/runs/{run_id}", response_class=HTMLResponse, dependencies=[CAN_READ_DAG])
-    def run(
-        request: Request, dag_id: DagIdDep, run_id: RunIdDep, session: SessionDep, page: PageDep = 1
-    ) -> str:
-        buttons = records.pressed_buttons(session, dag_id, run_id)
-        pictures = read_pictures(_run_paths(session, dag_id, run_id), buttons)
-        shown, pages_count = paginate(group_pictures(pictures), page, settings.page_size())
-        page = min(page, pages_count)
-        return pages.run_page(_urls(request), dag_id, run_id, shown, len(pictures), page, pages_count)
-
-    @app.get("/dags/{dag_id}/runs/{run_id}/view", response_class=HTMLResponse, dependencies=[CAN_READ_DAG])
-    def view(request: Request, dag_id: DagIdDep, run_id: RunIdDep, path: PathDep, session: SessionDep) -> str:
-        picture, is_sidecar = _recorded(session, dag_id, run_id, path)
-        if is_sidecar:
-            raise _not_found()
-        button = button_of(picture.meta, records.pressed_buttons(session, dag_id, run_id))
-        picture = dataclasses.replace(picture, button=button)
-        return pages.picture_page(_urls(request), dag_id, run_id, picture)
-
-    @app.get("/dags/{dag_id}/runs/{run_id}/file", dependencies=[CAN_READ_DAG])
-    def file(dag_id: DagIdDep, run_id: RunIdDep, path: PathDep, session: SessionDep) -> Response:
-        from airflow_provider_lotimage.gallery.files import Unreadable
-        from airflow_provider_lotimage.gallery.index import read_verified
-
-        picture, is_sidecar = _recorded(session, dag_id, run_id, path)
-        if is_sidecar:  # the very bytes that were parsed and checked
-            return Response(picture.sidecar, media_type="application/json", headers=_PRIVATE)
-        try:
-            data = read_verified(picture)
-        except Unreadable:
-            raise _not_found("The stored file cannot be read") from None
-        media = _MEDIA.get(picture.name.rpartition(".")[2], "application/octet-stream")
-        return Response(data, media_type=media, headers=_PRIVATE)
-
-    @app.get("/dags/{dag_id}/runs/{run_id}/thumb", dependencies=[CAN_READ_DAG])
-    def thumb(dag_id: DagIdDep, run_id: RunIdDep, path: PathDep, session: SessionDep) -> Response:
-        from airflow_provider_lotimage.gallery.thumbnails import ThumbnailBusy, ThumbnailError, thumbnail
-
-        picture, is_sidecar = _recorded(session, dag_id, run_id, path)
-        if is_sidecar:
-            raise _not_found()
-        try:
-            made = thumbnail(dag_id, picture)
-        except ThumbnailError as err:
-            raise _not_found(f"No thumbnail: {err}") from None
-        except ThumbnailBusy:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE, "Thumbnails are being made", {"Retry-After": "2"}
-            ) from None
-        return Response(made, media_type="image/jpeg", headers=_PRIVATE)
-
-    @app.get("/link/{dag_id}/{run_id}/{task_id}/{map_index}", dependencies=[CAN_READ_DAG])
-    def link(
-        request: Request,
-        dag_id: DagIdDep,
-        run_id: RunIdDep,
-        task_id: TaskIdDep,
-        map_index: MapIndexDep,
-        session: SessionDep,
-    ) -> Response:
-        from airflow_provider_lotimage.gallery.extra_link import resolve, trusted_picture_url
-
-        target = resolve(session, _urls(request), dag_id, run_id, task_id, map_index)
-        if target is None:
-            raise _not_found("This task recorded no picture")
-        url = target.url if target.in_gallery else trusted_picture_url(target.url)
-        if url is None:  # an XCom anyone who may edit it could have set: named, not followed
-            return HTMLResponse(pages.leaving_page(_urls(request), target.url))
-        return RedirectResponse(url, status_code=status.HTTP_303_SEE_OTHER)
-
+    app.include_router(router)
     return app
