@@ -77,6 +77,16 @@ _CONFIG: dict[str, Any] = {
                 "example": None,
                 "default": "48",
             },
+            "gallery_picture_hosts": {
+                "description": "More hosts the extra link may redirect to, besides Discord's CDN "
+                "(cdn.discordapp.com, media.discordapp.net, over https) and api.lotimage.com: "
+                "comma-separated host (any port) or host:port entries, over http or https. A "
+                "recorded picture URL on any other host is shown on a page, never redirected to.",
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "pictures.example.com, 127.0.0.1:8080",
+                "default": "",
+            },
             "gallery_extra_link": {
                 "description": 'Whether the "LotImage picture" extra link goes through the gallery (the '
                 "stored copy once stored). False: always the service's expiring picture URL.",

@@ -223,6 +223,19 @@ def _card(link: _Linker, picture: Picture) -> str:
     )
 
 
+def leaving_page(urls: Urls, target: str) -> str:
+    """Say where a link leads that the gallery does not redirect to on its own (a host it does not know)."""
+    body = (
+        "<h1>This link leaves Airflow</h1>"
+        "<p class=\"summary\">The picture's recorded address is not on a host LotImage's pictures come "
+        "from, so the gallery does not open it for you. Follow it only if you trust it:</p>"
+        f'<p class="prompt"><a data-testid="target" href="{escape(target)}" rel="noreferrer noopener">'
+        f"{escape(target)}</a></p>"
+    )
+    crumbs: list[tuple[str, str | None]] = [("LotImage gallery", urls.home()), ("A link", None)]
+    return _page(urls, "This link leaves Airflow · LotImage gallery", crumbs, body)
+
+
 def picture_page(urls: Urls, dag_id: str, run_id: str, picture: Picture) -> str:
     """One picture at full size, with its facts and its sidecar one click away."""
     link = _Linker(urls, dag_id, run_id)

@@ -6,6 +6,13 @@ recognised by their Asset events, whose ``extra`` SaveImagesOperator marks with
 succeeded (a failed save emits no event and pushes no return value). Everything is read through
 the api-server's own SQLAlchemy session and models, as Airflow's API routes do; nothing here
 touches storage.
+
+The XCom alone is not trusted: anyone allowed to edit a DAG's XComs can write any path into it.
+An Asset event with a source task instance, on the other hand, can only come from the task itself
+(events created through the REST API have none). So a path counts only if the save task's event
+vouches for it: a direct child of the ``destination`` the event recorded, named after one of its
+``lotimage_task_ids`` (:func:`.index.in_destination`). Events recorded before SaveImagesOperator
+wrote ``destination`` vouch for nothing: those runs show no pictures.
 """
 
 from __future__ import annotations
@@ -17,11 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, cast, select
 
+from airflow_provider_lotimage.gallery.index import file_stems, in_destination
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 #: The key SaveImagesOperator puts in its Asset events' ``extra``.
 MARKER = "lotimage_task_ids"
+
+#: Where SaveImagesOperator's event says the pictures went (the rendered destination folder).
+DESTINATION = "destination"
 
 #: The XCom key of a task's return value.
 RETURN_KEY = "return_value"
@@ -36,8 +48,25 @@ class RunInfo:
     state: str | None
 
 
-def _marked_events(session: Session, *conditions: Any) -> list[tuple[str, str, str, int]]:
-    """``(dag_id, run_id, task_id, map_index)`` of each LotImage save's Asset event."""
+@dataclass(frozen=True)
+class SaveEvent:
+    """The Asset event of one LotImage save: which task instance, where it stored, for which tasks."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    destination: str | None
+    #: The file-name stems of the LotImage tasks it saved (:func:`.index.file_stems`).
+    stems: frozenset[str]
+
+    def vouches_for(self, path: str) -> bool:
+        """Whether this save could have stored ``path`` (see the module doc)."""
+        return self.destination is not None and in_destination(path, self.destination, self.stems)
+
+
+def _marked_events(session: Session, *conditions: Any) -> list[SaveEvent]:
+    """Return the Asset events of LotImage saves (events without a source task instance are ignored)."""
     from airflow.models.asset import AssetEvent
 
     query = select(
@@ -53,15 +82,22 @@ def _marked_events(session: Session, *conditions: Any) -> list[tuple[str, str, s
         *conditions,
     )
     return [
-        (dag_id, run_id, task_id, -1 if map_index is None else map_index)
+        SaveEvent(
+            dag_id,
+            run_id,
+            task_id,
+            -1 if map_index is None else map_index,
+            extra[DESTINATION] if isinstance(extra.get(DESTINATION), str) else None,
+            file_stems(task for task in extra[MARKER] if isinstance(task, str)),
+        )
         for dag_id, run_id, task_id, map_index, extra in session.execute(query)
-        if isinstance(extra, dict) and MARKER in extra and run_id and task_id
+        if isinstance(extra, dict) and isinstance(extra.get(MARKER), list) and run_id and task_id
     ]
 
 
 def dags_with_pictures(session: Session) -> set[str]:
     """Every DAG with a run that stored LotImage pictures."""
-    return {dag_id for dag_id, *_ in _marked_events(session)}
+    return {event.dag_id for event in _marked_events(session)}
 
 
 def runs_with_pictures(session: Session, dag_id: str) -> list[RunInfo]:
@@ -69,7 +105,7 @@ def runs_with_pictures(session: Session, dag_id: str) -> list[RunInfo]:
     from airflow.models.asset import AssetEvent
     from airflow.models.dagrun import DagRun
 
-    run_ids = {run_id for _, run_id, *_ in _marked_events(session, AssetEvent.source_dag_id == dag_id)}
+    run_ids = {event.run_id for event in _marked_events(session, AssetEvent.source_dag_id == dag_id)}
     if not run_ids:
         return []
     rows = session.execute(
@@ -108,19 +144,25 @@ def _return_values(
 
 
 def recorded_paths(session: Session, dag_id: str, run_ids: Iterable[str]) -> dict[str, list[str]]:
-    """Per run: the picture paths its save tasks returned, without repeats, in the order stored."""
+    """Per run: the picture paths its save tasks returned and their events vouch for, in order."""
     from airflow.models.asset import AssetEvent
 
     run_ids = set(run_ids)
-    events = _marked_events(
+    events: dict[tuple[str, str, int], list[SaveEvent]] = {}
+    for event in _marked_events(
         session, AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id.in_(run_ids)
-    )
-    values = _return_values(session, dag_id, ((run, task, index) for _, run, task, index in events))
+    ):
+        events.setdefault((event.run_id, event.task_id, event.map_index), []).append(event)
+    values = _return_values(session, dag_id, events)
     paths: dict[str, list[str]] = {run_id: [] for run_id in run_ids}
-    for (run_id, _, _), value in values.items():
+    for instance, value in values.items():
         for path in value if isinstance(value, list) else []:
-            if isinstance(path, str) and path not in paths[run_id]:
-                paths[run_id].append(path)
+            if (
+                isinstance(path, str)
+                and path not in paths[instance[0]]
+                and any(event.vouches_for(path) for event in events[instance])
+            ):
+                paths[instance[0]].append(path)
     return paths
 
 

@@ -49,6 +49,15 @@ def gallery_links() -> bool:
     return _conf().getboolean(SECTION, "gallery_extra_link", fallback=True)
 
 
+def picture_hosts() -> frozenset[str]:
+    """``[lotimage] gallery_picture_hosts``: more hosts the extra link may redirect to.
+
+    Comma-separated ``host`` (any port) or ``host:port`` entries, lower-cased; empty by default.
+    """
+    configured = _conf().get(SECTION, "gallery_picture_hosts", fallback="") or ""
+    return frozenset(entry.strip().lower() for entry in configured.split(",") if entry.strip())
+
+
 def public_prefix() -> str:
     """Return the gallery's path as the browser sees it: ``[api] base_url``'s path plus the prefix."""
     base = _conf().get("api", "base_url", fallback="") or ""

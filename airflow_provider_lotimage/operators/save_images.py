@@ -16,8 +16,10 @@ Decisions, and why:
   nothing new was stored. We keep that (suppressing it would need an ``AssetAlias`` outlet, so the
   asset would no longer be declared statically, or skipping the task, which also skips its
   downstream tasks) and say in the event's ``extra`` what happened: ``new_count``,
-  ``unchanged_count``, ``new_paths``, ``lotimage_task_ids``. A consumer that wants only new
-  pictures checks ``new_count``.
+  ``unchanged_count``, ``new_paths``, ``lotimage_task_ids``, and ``destination`` (the rendered
+  folder). A consumer that wants only new pictures checks ``new_count``. The gallery serves a
+  recorded path only if this event vouches for it (a picture of those tasks, directly in that
+  folder): an event with a source task cannot be made through the REST API, an XCom can.
 """
 
 from __future__ import annotations
@@ -267,6 +269,7 @@ class SaveImagesOperator(BaseOperator):
             "unchanged_count": unchanged,
             "new_paths": list(new_paths),
             "lotimage_task_ids": list(dict.fromkeys(r["lotimage_task_id"] for r in results)),
+            "destination": str(store.directory),
         }
         context["outlet_events"][self.asset].extra = extra
         return paths

@@ -8,16 +8,20 @@ JWT from an auth manager that lets user ``reader`` read one DAG only (:mod:`.aut
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import re
 import secrets
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from html import unescape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
 from PIL import Image
@@ -37,12 +41,25 @@ def png(size: int, seed: str) -> bytes:
     return out.getvalue()
 
 
+def big_png(width: int, height: int, seed: str) -> bytes:
+    """A PNG of ``width`` × ``height`` in one colour (from ``seed``): large to decode, small to store."""
+    colour = tuple(hashlib.sha256(seed.encode()).digest()[:3])
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
 class _Pictures(BaseHTTPRequestHandler):
-    """``/grid/<id>.png`` (128 px) and ``/upscale/<id>.png`` (96 px)."""
+    """``/grid/<id>.png`` (128 px), ``/upscale/<id>.png`` (96 px), ``/big/<w>x<h>/<id>.png``."""
 
     def do_GET(self) -> None:
         kind, _, name = self.path.strip("/").partition("/")
-        data = png(128 if kind == "grid" else 96, name)
+        if kind == "big":
+            size, _, name = name.partition("/")
+            width, _, height = size.partition("x")
+            data = big_png(int(width), int(height), name)
+        else:
+            data = png(128 if kind == "grid" else 96, name)
         self.send_response(200)
         self.send_header("Content-Type", "image/png")
         self.send_header("Content-Length", str(len(data)))
@@ -85,6 +102,8 @@ def gallery_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pytest.Mon
         patch.setenv("AIRFLOW__LOTIMAGE__GALLERY_THUMBNAIL_FOLDER", str(tmp_path_factory.mktemp("thumbs")))
         patch.setenv("AIRFLOW__LOTIMAGE__GALLERY_PAGE_SIZE", str(PAGE_SIZE))
         patch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.test/")
+        # The test pictures are served on loopback: the extra link may redirect there.
+        patch.setenv("AIRFLOW__LOTIMAGE__GALLERY_PICTURE_HOSTS", "127.0.0.1")
         patch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_urlsafe(64))
         # dag.test() must store each DAG as defined here (destinations differ between modules).
         patch.setenv("AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL", "0")
@@ -147,21 +166,41 @@ def api_app(gallery_env: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.fixture(scope="module")
-def client_for(api_app: Any) -> Callable[[str | None], Any]:
-    """A test client of the api-server logged in as ``reader`` or ``admin`` (None: anonymous)."""
+def client_for(api_app: Any) -> Callable[..., Any]:
+    """A test client of the api-server logged in as ``user`` (None: anonymous).
+
+    ``admin`` has the admin role, anyone else the viewer role (see :mod:`.auth` for ``reader`` and
+    ``editor``); ``teams`` go into the token as the simple auth manager's teams.
+    """
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
     from fastapi.testclient import TestClient
 
-    def make(user: str | None) -> TestClient:
-        client = TestClient(api_app, follow_redirects=False)
+    def make(user: str | None, *, teams: list[str] | None = None, raise_errors: bool = True) -> Any:
+        client = TestClient(api_app, follow_redirects=False, raise_server_exceptions=raise_errors)
         if user is not None:
             role = "admin" if user == "admin" else "viewer"
-            token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=user, role=role))
+            extra = {"teams": teams} if teams else {}
+            token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=user, role=role, **extra))
             client.cookies.set("_token", token)  # as the UI's browser sends it
         return client
 
     return make
+
+
+def run_url(dag_id: str, run_id: str, action: str = "", **query: str) -> str:
+    """A run's page, or one of its actions (``view``, ``file``, ``thumb``) with its query."""
+    url = f"/lotimage/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+    url += f"/{action}" if action else ""
+    return url + (f"?{urlencode(query)}" if query else "")
+
+
+def cards(html: str) -> list[dict[str, str]]:
+    """Each picture card of a page: its recorded path and its prompt."""
+    found = re.findall(
+        r'data-testid="picture" data-path="([^"]+)".*?data-testid="prompt">([^<]*)<', html, flags=re.S
+    )
+    return [{"path": unescape(path), "prompt": unescape(prompt)} for path, prompt in found]
 
 
 def sidecar_of(path: str) -> dict[str, Any]:

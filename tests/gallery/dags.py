@@ -72,3 +72,16 @@ def link_dag(dag_id: str, destination: str, result: dict[str, Any]) -> DAG:
         )
         seen >> save
     return dag
+
+
+def large(base_url: str, task_id: str, width: int, height: int) -> dict[str, Any]:
+    """A finished single picture of ``width`` × ``height`` pixels (one colour, so small to store)."""
+    return {
+        "lotimage_task_id": task_id,
+        "image_url": f"{base_url}/big/{width}x{height}/{task_id}.png",
+        "image_urls": [],
+        "prompt": f"a large picture, {width}×{height}",
+        "buttons": ["Vary (Strong)", "Vary (Subtle)"],
+        "progress": 100,
+        "created_at": "2026-01-01T10:10:00Z",
+    }

@@ -5,27 +5,13 @@ from __future__ import annotations
 import re
 from html import unescape
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import pytest
 
-from tests.gallery.conftest import MANY_GRIDS, PAGE_SIZE, Runs, sidecar_of
+from tests.gallery.conftest import MANY_GRIDS, PAGE_SIZE, Runs, cards, run_url, sidecar_of
 
 pytestmark = pytest.mark.usefixtures("local_runs")
-
-
-def run_url(dag_id: str, run_id: str, action: str = "", **query: str) -> str:
-    url = f"/lotimage/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
-    url += f"/{action}" if action else ""
-    return url + (f"?{urlencode(query)}" if query else "")
-
-
-def cards(html: str) -> list[dict[str, str]]:
-    """Each picture card of a page: its recorded path and its prompt."""
-    found = re.findall(
-        r'data-testid="picture" data-path="([^"]+)".*?data-testid="prompt">([^<]*)<', html, flags=re.S
-    )
-    return [{"path": unescape(path), "prompt": unescape(prompt)} for path, prompt in found]
 
 
 def test_the_plugin_is_mounted_by_airflow_and_lists_only_readable_dags(client_for, local_runs: Runs) -> None:

@@ -13,8 +13,9 @@ The rule (stated in the document too):
   A parametrisation suffix (``test_z[poke/deferrable]``) is ignored, and so are patterns and
   placeholders (``tests/**/test_*.py``, ``test_<name>``).
 * **Every fault test is named in the document**: each test function of
-  :data:`COVERED` (``tests/reliability/``, ``tests/storage/``, and every ``test_*_faults.py``
-  under ``tests/``) is referenced, by its bare name or qualified with its own file.
+  :data:`COVERED` (``tests/reliability/``, ``tests/storage/``, and every ``test_*_faults.py`` and
+  ``test_security*.py`` under ``tests/``) is referenced, by its bare name or qualified with its
+  own file.
 
 Test files are read with :mod:`ast`, never imported, so a row may name a test in a file another
 change adds later: the check resolves it as soon as the file is there, and fails until then.
@@ -33,7 +34,12 @@ REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "reliability.md"
 TESTS = REPO / "tests"
 #: The files whose every test function must be named in the document (globs under the repository).
-COVERED = ("tests/reliability/test_*.py", "tests/storage/test_*.py", "tests/**/test_*_faults.py")
+COVERED = (
+    "tests/reliability/test_*.py",
+    "tests/storage/test_*.py",
+    "tests/**/test_*_faults.py",
+    "tests/**/test_security*.py",
+)
 #: Not a fault test: this file.
 NOT_COVERED = frozenset({"tests/reliability/test_reliability_doc.py"})
 

@@ -132,6 +132,7 @@ def test_grid_is_stored_with_its_sidecar(server: PictureServer, tmp_path: Path) 
         "unchanged_count": 0,
         "new_paths": paths,
         "lotimage_task_ids": [TASK_ID],
+        "destination": f"file://{tmp_path}",  # where the paths are: the gallery serves only those
     }
 
 
@@ -209,7 +210,13 @@ def test_rerun_neither_downloads_nor_rewrites(server: PictureServer, tmp_path: P
     assert second == first
     assert server.hits[grid_path()] == 1
     assert snapshot(tmp_path) == before
-    assert extra == {"new_count": 0, "unchanged_count": 5, "new_paths": [], "lotimage_task_ids": [TASK_ID]}
+    assert extra == {
+        "new_count": 0,
+        "unchanged_count": 5,
+        "new_paths": [],
+        "lotimage_task_ids": [TASK_ID],
+        "destination": f"file://{tmp_path}",
+    }
 
 
 def test_missing_quadrant_is_cut_from_the_stored_grid(server: PictureServer, tmp_path: Path) -> None:
