@@ -29,7 +29,15 @@ from airflow_provider_lotimage import api
 from airflow_provider_lotimage.connection import ClientCert, ConnectionSettings
 from airflow_provider_lotimage.exceptions import LotImageError, TransientError
 from airflow_provider_lotimage.ratelimit import RateLimiter
-from airflow_provider_lotimage.transport import Call, Reply, proxy_failure, tls_failure, unreachable
+from airflow_provider_lotimage.transport import (
+    Call,
+    Reply,
+    keyless,
+    proxy_failure,
+    tls_failure,
+    unreachable,
+    unsendable,
+)
 
 _CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
@@ -123,7 +131,8 @@ class AsyncTransport:
         """Send ``call`` once, reporting the real send moment of ``slot`` to the limiter.
 
         :return: the raw reply, whatever its status.
-        :raises LotImageError: the transport failed, classified by exception type.
+        :raises LotImageError: the transport failed, classified by exception type, or the request
+            could not be built; never showing the key (:func:`.transport.keyless`).
         """
         url = self.settings.url(call.path)
         proxy, proxy_login = self._proxy(url)
@@ -131,6 +140,8 @@ class AsyncTransport:
         # HTTPS one tunnels through CONNECT, which carries the login instead.
         tunnelled = url.startswith("https://")
         headers = self._headers if tunnelled or not proxy_login else {**self._headers, **proxy_login}
+        failure: LotImageError
+        cause: BaseException
         try:
             async with session.post(
                 url,
@@ -148,7 +159,10 @@ class AsyncTransport:
                     response.status, content, api.parse_retry_after(response.headers.get("Retry-After"))
                 )
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self._failure(exc, proxy) from exc
+            failure, cause = self._failure(exc, proxy), exc
+        except ValueError as exc:  # aiohttp refusing a header value ("Forbidden control character")
+            failure, cause = unsendable(exc, self.settings), exc
+        raise keyless(failure, cause, self.settings)  # outside ``except``: no implicit context
 
     def _proxy(self, url: str) -> tuple[str | None, dict[str, str] | None]:
         """Return the proxy ``requests`` would pick for ``url``, and its login as a header.

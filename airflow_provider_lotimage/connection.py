@@ -97,13 +97,11 @@ def read_settings(conn: Any, extra: Mapping[str, Any]) -> ConnectionSettings:
     """
     conn_id = str(conn.conn_id)
     field_error = _FieldErrors(conn_id)
-    if not conn.password:
-        raise AuthError(f"Connection {conn_id!r} has no API key: put the LotImage key in its password field")
     scope = field_error.scope(extra.get("rate_limit_scope"))
     return ConnectionSettings(
         conn_id=conn_id,
         base_url=base_url(conn.host, conn.port),
-        api_key=conn.password,
+        api_key=api_key(conn_id, conn.password),
         timeout=field_error.positive(extra, "timeout", DEFAULT_TIMEOUT),
         rate_limit=field_error.positive(extra, "rate_limit", api.DEFAULT_RATE_LIMIT_PER_SECOND),
         rate_limit_scope=scope,
@@ -115,6 +113,44 @@ def read_settings(conn: Any, extra: Mapping[str, Any]) -> ConnectionSettings:
         cert=field_error.cert(extra.get("cert")),
         trust_env=field_error.boolean("trust_env", extra.get("trust_env"), default=True),
     )
+
+
+def api_key(conn_id: str, password: Any) -> str:
+    """Return the connection's API key without surrounding whitespace, or refuse it.
+
+    A key read from a secret file usually ends in a newline, and pasted keys pick up spaces: those
+    are dropped. What remains must be printable ASCII without spaces (RFC 6750's token characters
+    are a subset): a control character would make ``http.client`` refuse the header quoting the
+    whole key, which Airflow's masker (it knows the key, not its escaped form) would not hide, and
+    a non-ASCII one would be sent as Latin-1 by ``requests`` but as UTF-8 by ``aiohttp``. The
+    error says which character and where, never the key.
+
+    :raises AuthError: the connection has no key.
+    :raises ConnectionConfigError: the key holds a character no Authorization header can carry.
+    """
+    key = password.strip() if isinstance(password, str) else ""
+    if not key:
+        raise AuthError(f"Connection {conn_id!r} has no API key: put the LotImage key in its password field")
+    for position, char in enumerate(key, 1):
+        if not "!" <= char <= "~":
+            raise ConnectionConfigError(
+                f"Connection {conn_id!r}: its API key (the password field) holds {_describe(char)} at "
+                f"character {position}; a LotImage key is printable ASCII without spaces. Paste the "
+                "key again (surrounding spaces and newlines are dropped)"
+            )
+    return key
+
+
+def _describe(char: str) -> str:
+    """Name a character by its code point (never the key around it)."""
+    code = ord(char)
+    if code < 0x20 or 0x7F <= code < 0xA0:
+        kind = "a control character"
+    elif char.isspace():
+        kind = "a space"
+    else:
+        kind = "a non-ASCII character"
+    return f"{kind} (U+{code:04X})"
 
 
 def base_url(host: str | None, port: int | None) -> str:

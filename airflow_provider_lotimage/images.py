@@ -5,7 +5,8 @@ Airflow. Three jobs:
 
 * :func:`fetch_picture` downloads one picture with a hard size cap and a total deadline. Both are
   enforced while streaming, because a CDN link is untrusted input: a wrong or hostile answer must
-  not fill the worker's memory or hang the task.
+  not fill the worker's memory or hang the task. Redirects are followed only to public http(s)
+  hosts (:func:`redirect_refusal`), so a CDN answer cannot point the worker at its own network.
 * :func:`verify_picture` / :func:`picture_info` make sure the bytes are a real, complete picture of
   an expected format (an expired link may answer 200 with an HTML page).
 * :func:`split_grid` cuts a Midjourney 2x2 grid into its four pictures, in button order U1..U4.
@@ -18,13 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import ipaddress
+import socket
 import time
 import warnings
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
+import urllib3.util
 from PIL import Image
 
 from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageInputError
@@ -46,7 +50,11 @@ MAX_PIXELS = 10 * 2048 * 2048
 #: HTTP answers of an expired signed link.
 EXPIRED_LINK_STATUSES = frozenset({403, 410})
 
+#: Redirects one download follows at most: a CDN uses one or two.
+MAX_REDIRECTS = 5
+
 _CHUNK = 64 * 1024
+_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class PictureInfo(NamedTuple):
@@ -108,6 +116,7 @@ def fetch_picture(
     max_bytes: int,
     timeout: float,
     sink: Callable[[bytes], object] | None = None,
+    private_redirects: bool = False,
 ) -> bytes:
     """Download one picture and return its verified bytes.
 
@@ -121,6 +130,9 @@ def fetch_picture(
         is raised unchanged (an ``OSError`` of the sink is a storage failure, not a download one).
         The bytes are verified only once the body is complete: whatever the sink wrote must not be
         published before this function has returned.
+    :param private_redirects: also follow redirects to loopback, link-local and private addresses
+        (when the LotImage connection's own host is on one, as the emulator is); see
+        :func:`redirect_refusal`.
     :raises ImageDownloadError: on any failure; the message never contains the query string.
     """
     if max_bytes <= 0:
@@ -132,7 +144,8 @@ def fetch_picture(
         raise ImageDownloadError(f"picture URL {shown!r} is not an http(s) URL")
     deadline = time.monotonic() + timeout
     try:
-        with session.get(url, stream=True, timeout=timeout, headers={"Accept": "image/*"}) as response:
+        response = _get(session, url, shown, timeout=timeout, deadline=deadline, private_ok=private_redirects)
+        with response:
             _raise_for_status(response, shown)
             _check_declared_length(response, shown, max_bytes)
             data = _read_body(
@@ -151,6 +164,91 @@ def fetch_picture(
         ) from None
     verify_picture(data, source=f"the body of {shown}")
     return data
+
+
+def _get(
+    session: requests.Session, url: str, shown: str, *, timeout: float, deadline: float, private_ok: bool
+) -> requests.Response:
+    """GET ``url`` streaming, following at most :data:`MAX_REDIRECTS` redirects that pass the policy.
+
+    Redirects are followed here rather than by ``requests``, so the URL that is checked is the URL
+    that is requested: each target is prepared first, and its host read as ``urllib3`` will read it.
+    """
+    current = url
+    for _ in range(MAX_REDIRECTS + 1):
+        if time.monotonic() > deadline:
+            raise ImageDownloadError(f"picture {shown} did not arrive within {timeout:g} s")
+        response = session.get(
+            current, stream=True, timeout=timeout, headers={"Accept": "image/*"}, allow_redirects=False
+        )
+        if not response.is_redirect:
+            return response
+        location = response.headers["Location"]
+        response.close()
+        current = requests.Request("GET", urljoin(current, location)).prepare().url or ""
+        problem = redirect_refusal(current, private_ok=private_ok)
+        if problem is not None:
+            raise ImageDownloadError(
+                f"picture {shown} redirects to {redact_url(current)}, which is {problem}; not followed "
+                "(a picture download follows redirects to public http(s) hosts only)"
+            )
+    raise ImageDownloadError(f"picture {shown} redirects more than {MAX_REDIRECTS} times; not followed")
+
+
+def redirect_refusal(url: str, *, private_ok: bool = False) -> str | None:
+    """Say why a download must not follow a redirect to ``url`` (None: it may).
+
+    Only http(s) URLs without credentials are followed, and only to hosts whose every address is
+    public: loopback, link-local (cloud metadata services live at 169.254.169.254), private,
+    multicast and reserved addresses are refused, private ones too because a CDN in the internet
+    has no reason to send a worker into its own network, where its databases and admin pages are.
+    ``private_ok`` lifts the address rule when the LotImage connection's own host is not public
+    (the emulator, an on-premises gateway): pictures then legitimately come from such a network.
+
+    The host is resolved here and again when connected to: a DNS name that answers a public
+    address now and a private one a moment later (DNS rebinding) is not caught. A name this
+    machine cannot resolve is left to the request (or its proxy) to resolve, or fail.
+    """
+    parts = urllib3.util.parse_url(url)
+    if parts.scheme not in ("http", "https") or not parts.host:
+        return "not an http(s) URL"
+    if parts.auth:
+        return "a URL with credentials"
+    if private_ok:
+        return None
+    for address in _addresses(parts.host):
+        kind = _non_public_kind(address)
+        if kind is not None:
+            return f"a {kind} address ({address})"
+    return None
+
+
+def is_public_host(host: str | None) -> bool:
+    """Return whether every address ``host`` resolves to is public (True if it does not resolve)."""
+    return not host or all(_non_public_kind(address) is None for address in _addresses(host))
+
+
+def _addresses(host: str) -> list[_IPAddress]:
+    """Return the addresses of ``host``: itself if it is one, else what the resolver answers."""
+    try:
+        return [ipaddress.ip_address(host.strip("[]").split("%")[0])]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+def _non_public_kind(address: _IPAddress) -> str | None:
+    """Name the kind of a non-public address (None for a public one)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    for kind in ("loopback", "link_local", "private", "multicast", "reserved", "unspecified"):
+        if getattr(address, f"is_{kind}"):
+            return kind.replace("_", "-")
+    return None if address.is_global else "non-public"
 
 
 def _raise_for_status(response: requests.Response, shown: str) -> None:

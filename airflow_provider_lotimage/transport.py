@@ -26,13 +26,14 @@ from requests.auth import AuthBase
 from airflow_provider_lotimage import api
 from airflow_provider_lotimage.connection import ConnectionSettings
 from airflow_provider_lotimage.exceptions import (
+    ConnectionConfigError,
     LotImageError,
     ProxyError,
     ServiceUnreachableError,
     TLSError,
     TransientError,
 )
-from airflow_provider_lotimage.redaction import redact_url, scrub
+from airflow_provider_lotimage.redaction import exception_shows, hide, redact_url, scrub, secret_forms
 
 T = TypeVar("T")
 
@@ -117,8 +118,11 @@ class SyncTransport:
         """Send ``call`` once.
 
         :return: the raw reply, whatever its status.
-        :raises LotImageError: the transport failed (see :func:`requests_failure`).
+        :raises LotImageError: the transport failed (see :func:`requests_failure`), or the request
+            could not be built (see :func:`unsendable`); never showing the key (:func:`keyless`).
         """
+        failure: LotImageError
+        cause: BaseException
         try:
             response = self.session.post(
                 self.settings.url(call.path),
@@ -127,13 +131,17 @@ class SyncTransport:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            raise requests_failure(exc, self.settings) from exc
-        with response:
-            return Reply(
-                response.status_code,
-                response.content,
-                api.parse_retry_after(response.headers.get("Retry-After")),
-            )
+            failure, cause = requests_failure(exc, self.settings), exc
+        except ValueError as exc:  # http.client refusing a header value, an unencodable one...
+            failure, cause = unsendable(exc, self.settings), exc
+        else:
+            with response:
+                return Reply(
+                    response.status_code,
+                    response.content,
+                    api.parse_retry_after(response.headers.get("Retry-After")),
+                )
+        raise keyless(failure, cause, self.settings)  # outside ``except``: no implicit context
 
     def __repr__(self) -> str:
         return f"<SyncTransport {self.settings.base_url}>"
@@ -151,6 +159,35 @@ def requests_failure(exc: requests.RequestException, settings: ConnectionSetting
     if isinstance(exc, requests.Timeout):
         return TransientError("LotImage did not answer in time (read timeout)")
     return TransientError(f"the connection to LotImage broke before an answer came ({type(reason).__name__})")
+
+
+def unsendable(exc: ValueError, settings: ConnectionSettings) -> ConnectionConfigError:
+    """Return the error of a request the HTTP library refused to build: nothing was sent.
+
+    Final: the same connection builds the same request. :func:`~.connection.api_key` refuses the
+    keys that cause this, so it is a backstop; the library's message is shown without the key.
+    """
+    detail = hide(scrub(exc), secret_forms(settings.api_key))[:200]
+    return ConnectionConfigError(
+        f"could not build the request to LotImage ({type(exc).__name__}: {detail}); nothing was sent. "
+        f"Check the host and API key of connection {settings.conn_id!r}"
+    )
+
+
+def keyless(failure: LotImageError, cause: BaseException, settings: ConnectionSettings) -> LotImageError:
+    """Return ``failure`` chained to ``cause``, unless the key shows anywhere in ``cause``'s chain.
+
+    ``failure``'s own message is built from exception types and scrubbed texts; should the key
+    still be in it, it is replaced by ``***``. Raise the result outside the ``except`` block that
+    caught ``cause``, or Python chains ``cause`` back in as the implicit context.
+    """
+    secrets = secret_forms(settings.api_key)
+    failure.__cause__ = None if exception_shows(cause, secrets) else cause
+    failure.__suppress_context__ = True
+    if any(secret in failure.message for secret in secrets):
+        failure.message = hide(failure.message, secrets)
+        failure.args = (failure._render(),)
+    return failure
 
 
 def unreachable(settings: ConnectionSettings) -> ServiceUnreachableError:

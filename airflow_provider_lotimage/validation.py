@@ -1,20 +1,30 @@
 """Checks of user input, run before any call so a mistake never spends the API budget.
 
 Each error names the parameter at fault. Templated values are checked after rendering, so a
-template that renders to nothing is caught here too.
+template that renders to nothing is caught here too, and so is a prompt or webhook that renders a
+secret (:func:`refuse_known_secrets`): what leaves in a paid call is stored by the service and
+comes back in every result.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_lotimage.api import ALL_BUTTONS, MAX_PROMPT_LENGTH
 from airflow_provider_lotimage.exceptions import LotImageInputError
+from airflow_provider_lotimage.redaction import mask_known_secrets
+
+#: The control characters a prompt may hold: tabs and line breaks, which a prompt read from a file
+#: or written over several lines has, and which JSON carries as escapes. Any other (NUL, escape
+#: sequences, C1 controls) is a decoding or templating mistake that the service would only echo
+#: back into logs and sidecars.
+PROMPT_CONTROLS = "\t\n\r"
 
 
 def validate_prompt(prompt: Any, *, name: str = "prompt") -> str:
-    """Require a non-blank string of at most :data:`MAX_PROMPT_LENGTH` characters."""
+    """Require a non-blank text of at most :data:`MAX_PROMPT_LENGTH` characters, holding no secret."""
     if not isinstance(prompt, str):
         raise LotImageInputError(f"{name} must be a string, got {type(prompt).__name__}")
     text = prompt.strip()
@@ -24,19 +34,28 @@ def validate_prompt(prompt: Any, *, name: str = "prompt") -> str:
         raise LotImageInputError(
             f"{name} has {len(text)} characters; LotImage prompts may have at most {MAX_PROMPT_LENGTH}"
         )
-    return text
+    require_text(text, name=name, allowed=PROMPT_CONTROLS)
+    return refuse_known_secrets(text, name=name)
 
 
 def validate_webhook(webhook: Any, *, name: str = "webhook") -> str | None:
-    """None, or an absolute http(s) URL with a host."""
+    """None, or an absolute http(s) URL with a host (and a valid port), holding no secret."""
     if webhook is None:
         return None
     if not isinstance(webhook, str) or not webhook.strip():
         raise LotImageInputError(f"{name} must be an http(s) URL or None, got {webhook!r}")
-    parts = urlsplit(webhook.strip())
+    url = webhook.strip()
+    require_text(url, name=name)
+    if any(char.isspace() for char in url):
+        raise LotImageInputError(f"{name} must be a URL without spaces (percent-encode them as %20)")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number in 0-65535 raises ValueError
+    except ValueError as exc:
+        raise LotImageInputError(f"{name} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise LotImageInputError(f"{name} must be an http(s) URL with a host, got {webhook!r}")
-    return webhook.strip()
+    return refuse_known_secrets(url, name=name)
 
 
 def validate_cutting(cutting: Any, *, name: str = "cutting") -> bool:
@@ -51,7 +70,13 @@ def validate_button(button: Any, *, allowed: Any = None, name: str = "button") -
     if not isinstance(button, str) or button not in ALL_BUTTONS:
         labels = ", ".join(sorted(ALL_BUTTONS))
         raise LotImageInputError(f"{name} {button!r} is not a LotImage button; use one of: {labels}")
-    if allowed is not None and button not in list(allowed):
+    if allowed is None:
+        return button
+    if not isinstance(allowed, list | tuple):
+        raise LotImageInputError(
+            f"the parent task's buttons must be a list of labels, got {type(allowed).__name__}"
+        )
+    if button not in allowed:
         raise LotImageInputError(
             f"{name} {button!r} is not offered by the parent task (it offers {list(allowed)})"
         )
@@ -59,7 +84,51 @@ def validate_button(button: Any, *, allowed: Any = None, name: str = "button") -
 
 
 def validate_task_id(task_id: Any, *, name: str = "lotimage_task_id") -> str:
-    """Require a non-blank taskId string."""
+    """Require a non-blank taskId string: printable text, as the service's ids are."""
     if not isinstance(task_id, str) or not task_id.strip():
         raise LotImageInputError(f"{name} must be a non-empty LotImage taskId, got {task_id!r}")
-    return task_id.strip()
+    text = task_id.strip()
+    require_text(text, name=name)
+    return text
+
+
+def require_text(text: str, *, name: str, allowed: str = "") -> str:
+    """Refuse ``text`` holding a control character (but those in ``allowed``) or a lone surrogate.
+
+    A lone surrogate (U+D800 to U+DFFF) is what Python makes of bytes that were not valid in the
+    encoding a file was read with; it cannot be encoded as UTF-8, so it would fail deep in a
+    library (or be sent as an escape the service cannot read) instead of here.
+    """
+    for position, char in enumerate(text, 1):
+        category = unicodedata.category(char)
+        if category == "Cs":
+            raise LotImageInputError(
+                f"{name} is not valid text: a lone surrogate (U+{ord(char):04X}) at character "
+                f"{position}, left by bytes decoded with the wrong encoding; read the source as UTF-8"
+            )
+        if category == "Cc" and char not in allowed:
+            raise LotImageInputError(
+                f"{name} is not valid text: a control character (U+{ord(char):04X}) at character {position}"
+            )
+    return text
+
+
+def refuse_known_secrets(text: str, *, name: str) -> str:
+    """Refuse ``text`` if it holds a secret Airflow's masker knows; the error shows it as ``***``.
+
+    A prompt or webhook leaves in a paid call, is stored by the service and comes back unmasked in
+    the result (XCom, sidecars, the gallery): a template such as ``{{ conn.x.password }}`` in text
+    read from data would send that password away. The masker knows every connection password read
+    in this process (by such a template too), sensitive Variables and the API key, registered as
+    the hook reads it. Values shorter than ``[logging] min_length_masked_secret`` it ignores.
+    """
+    masked = mask_known_secrets(text)
+    if masked == text:
+        return text
+    at = max(masked.find("***"), 0)
+    excerpt = masked[max(at - 60, 0) : at + 60]
+    raise LotImageInputError(
+        f"{name} holds a secret that Airflow masks (a connection's password or extra, a sensitive "
+        f"Variable, the API key), shown here as ***: ...{excerpt!r}...; nothing was sent. Text read "
+        "from data is rendered as a template: wrap it in airflow.sdk.literal() or pass it through XCom"
+    )

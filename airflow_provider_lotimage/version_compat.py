@@ -17,6 +17,10 @@ and 3.3.
   scheduler branch is commented out ("TODO TaskSDK ... disabled") and the triggerer renders
   nothing: every task goes to a worker first, so ``TaskProgressSensor(start_from_trigger=True)``
   warns and defers from the worker as without it, literal taskId or not.
+* :func:`amask_secret` (3.3): registering a secret from an event loop. 3.3's triggerer sends
+  requests to its supervisor from the loop's own thread only through ``asend`` (the Task SDK's
+  ``amask_secret``); 3.1 and 3.2 have no ``amask_secret``, and their own async connection read
+  calls the sync ``mask_secret`` from the loop, which is what this provider does there too.
 
 Not a version difference: a trigger ending its task (``TaskSuccessEvent`` with ``xcoms``,
 ``end_from_trigger``). 3.1, 3.2 and 3.3 define the event alike and their triggerers handle it
@@ -28,6 +32,11 @@ triggerer on every supported version.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import JsonValue
 
 
 def get_base_airflow_version_tuple() -> tuple[int, int, int]:
@@ -54,10 +63,22 @@ HAS_DECLARATIVE_CONNECTION_FORM: bool = AIRFLOW_V_3_2_PLUS
 #: trigger kwargs rendered by the triggerer (``BaseTrigger.render_template_fields``).
 HAS_START_FROM_TRIGGER: bool = AIRFLOW_V_3_3_PLUS
 
+if AIRFLOW_V_3_3_PLUS:
+    from airflow.sdk.log import amask_secret
+else:
+
+    async def amask_secret(secret: JsonValue, name: str | None = None) -> None:
+        """Register ``secret`` with Airflow's masker, as Airflow 3.1/3.2's async connection read does."""
+        from airflow.providers.common.compat.sdk import mask_secret
+
+        mask_secret(secret, name)
+
+
 __all__ = [
     "AIRFLOW_V_3_2_PLUS",
     "AIRFLOW_V_3_3_PLUS",
     "HAS_DECLARATIVE_CONNECTION_FORM",
     "HAS_START_FROM_TRIGGER",
     "HAS_TASK_STATE_STORE",
+    "amask_secret",
 ]

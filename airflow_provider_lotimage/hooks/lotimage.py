@@ -15,6 +15,7 @@ from airflow_provider_lotimage import api, connection_form
 from airflow_provider_lotimage.api import TaskProgress
 from airflow_provider_lotimage.connection import ConnectionSettings, read_settings
 from airflow_provider_lotimage.exceptions import AuthError, LotImageError, TaskNotFoundError, TransientError
+from airflow_provider_lotimage.redaction import aregister_secret, register_secret
 from airflow_provider_lotimage.retry import RetryPolicy
 from airflow_provider_lotimage.transport import Call, Reply, SyncTransport, requests_session
 from airflow_provider_lotimage.validation import (
@@ -92,10 +93,15 @@ class LotImageHook(BaseHook):
 
     @property
     def transport(self) -> SyncTransport:
-        """The sync transport, built on first use from the connection."""
+        """The sync transport, built on first use from the connection.
+
+        The key is registered with Airflow's masker as soon as it is read, in every form it takes
+        (:func:`~airflow_provider_lotimage.redaction.register_secret`).
+        """
         if self._sync is None:
             conn = self.get_connection(self.lotimage_conn_id)
             settings = read_settings(conn, conn.extra_dejson)
+            register_secret(settings.api_key)
             _ = settings.limiter  # built now: a rate-limit mistake fails before the first call
             self._sync = SyncTransport(settings)
         return self._sync
@@ -113,6 +119,7 @@ class LotImageHook(BaseHook):
 
             conn = await get_async_connection(self.lotimage_conn_id, hook=self)
             settings = read_settings(conn, await get_async_extra_dejson(conn))
+            await aregister_secret(settings.api_key)
             await sync_to_async(lambda: settings.limiter)()
             self._async = AsyncTransport(settings)
         return self._async
@@ -134,10 +141,12 @@ class LotImageHook(BaseHook):
         :param cutting: also deliver the four pictures of the grid separately.
         :param webhook: an http(s) URL the service POSTs the finished task to.
         :return: the new task's taskId.
-        :raises LotImageInputError: a parameter is unusable; nothing was sent.
+        :raises LotImageInputError: a parameter is unusable, or the prompt or webhook holds a
+            secret Airflow masks (the key included); nothing was sent.
         :raises AmbiguousSubmitError: the call failed in a way that may have created the task.
         :raises LotImageError: the service refused the call (see :mod:`..exceptions`).
         """
+        _ = self.settings  # the key is read and registered first: the secret check knows it
         body = _submit_body(prompt=validate_prompt(prompt), cutting=cutting, webhook=webhook)
         return self._request(_submit_call("imagine", api.IMAGINE_PATH, body))
 
@@ -151,10 +160,11 @@ class LotImageHook(BaseHook):
         :param cutting: also deliver the four pictures separately.
         :param webhook: an http(s) URL the service POSTs the finished task to.
         :return: the new task's taskId.
-        :raises LotImageInputError: a parameter is unusable; nothing was sent.
+        :raises LotImageInputError: a parameter is unusable, or the webhook holds a secret; nothing was sent.
         :raises AmbiguousSubmitError: the call failed in a way that may have created the task.
         :raises LotImageError: the service refused the call.
         """
+        _ = self.settings  # the key is read and registered first: the secret check knows it
         body = _submit_body(
             taskId=validate_task_id(lotimage_task_id),
             button=validate_button(button),

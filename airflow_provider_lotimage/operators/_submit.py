@@ -45,7 +45,7 @@ from airflow_provider_lotimage.failures import fail_fast
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
 from airflow_provider_lotimage.task_state import ResumableJobMixin, release, task_state
-from airflow_provider_lotimage.templating import is_template
+from airflow_provider_lotimage.templating import NOT_YET, parse_time_value
 from airflow_provider_lotimage.triggers.task_progress import (
     TASK_ID_XCOM_KEY,
     TaskProgressTrigger,
@@ -132,8 +132,8 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         self.lotimage_conn_id = lotimage_conn_id
         self.cutting = validate_cutting(cutting)
         self.webhook = webhook
-        if not is_template(webhook):
-            validate_webhook(webhook)  # fail at parse time when the value is already known
+        if (known := parse_time_value(webhook)) is not NOT_YET:
+            validate_webhook(known)  # fail at parse time when the value is already known
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = poll_interval
@@ -153,7 +153,12 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     # -- what subclasses provide -----------------------------------------------------------------
 
     def validate(self) -> None:
-        """Check the rendered parameters; raise LotImageInputError before any call."""
+        """Check the rendered parameters; raise LotImageInputError before any call.
+
+        The connection is read first: the hook registers its key with Airflow's masker, so the
+        check for secrets in the rendered text knows the key too.
+        """
+        _ = self.hook.settings
         self.webhook = validate_webhook(self.webhook)
 
     def submit(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_lotimage.operators._submit import LotImageSubmitOperator
-from airflow_provider_lotimage.templating import is_template
+from airflow_provider_lotimage.templating import NOT_YET, parse_time_value
 from airflow_provider_lotimage.validation import validate_button, validate_task_id
 from airflow_provider_lotimage.waiting import kind_of_button
 
@@ -29,8 +29,8 @@ class ButtonOperator(LotImageSubmitOperator):
         super().__init__(**kwargs)
         self.lotimage_task_id = lotimage_task_id
         self.button = button
-        if not is_template(button):
-            validate_button(button)  # fail at parse time when the value is already known
+        if (known := parse_time_value(button)) is not NOT_YET:
+            validate_button(known)  # fail at parse time when the value is already known
 
     def validate(self) -> None:
         """Also check the parent taskId and the button, against the parent's buttons when known."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_lotimage.operators._submit import LotImageSubmitOperator
-from airflow_provider_lotimage.templating import is_template
+from airflow_provider_lotimage.templating import NOT_YET, parse_time_value
 from airflow_provider_lotimage.validation import validate_prompt
 from airflow_provider_lotimage.waiting import KIND_IMAGINE
 
@@ -23,7 +23,9 @@ class ImagineOperator(LotImageSubmitOperator):
     retries, once the run has none left (``PaidTaskBudgetError``). A submission refused because the
     key's daily quota is spent fails at once, without retries, saying when the quota resets.
 
-    :param prompt: the Midjourney prompt (templated); at most 4000 characters.
+    :param prompt: the Midjourney prompt (templated); at most 4000 characters. Text read from data
+        may hold ``{{``: wrap it in ``airflow.sdk.literal()`` (sent as is) or pass it through XCom.
+        A rendered prompt holding a secret Airflow masks is refused before any call.
     """
 
     template_fields = ("prompt", "webhook")
@@ -31,8 +33,8 @@ class ImagineOperator(LotImageSubmitOperator):
     def __init__(self, *, prompt: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.prompt = prompt
-        if not is_template(prompt):
-            validate_prompt(prompt)  # fail at parse time when the value is already known
+        if (known := parse_time_value(prompt)) is not NOT_YET:
+            validate_prompt(known)  # fail at parse time when the value is already known
 
     def validate(self) -> None:
         """Also check the rendered prompt, keeping it stripped."""

@@ -35,16 +35,18 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageInputError
+from airflow_provider_lotimage.failures import fail_fast
 from airflow_provider_lotimage.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_TIMEOUT,
     EXPIRED_LINK_STATUSES,
     fetch_picture,
+    is_public_host,
     split_grid,
 )
 from airflow_provider_lotimage.picture_store import PictureStore
 from airflow_provider_lotimage.templating import fixed_part
-from airflow_provider_lotimage.validation import validate_cutting, validate_task_id
+from airflow_provider_lotimage.validation import require_text, validate_cutting, validate_task_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -143,12 +145,13 @@ def resolve_destination(destination: Any) -> ObjectStoragePath:
     """Check the rendered ``destination`` and return it as a directory path.
 
     ``..`` and ``.`` segments are refused outright (also percent-encoded): a templated destination
-    fed with ``../..`` must not reach outside the directory the asset names.
+    fed with ``../..`` must not reach outside the directory the asset names. So are control
+    characters and lone surrogates (:func:`_refuse_unprintable`).
     """
     if isinstance(destination, ObjectStoragePath):
         path = destination
     elif isinstance(destination, str) and destination.strip():
-        text = destination.strip()
+        text = _refuse_unprintable(destination.strip())
         if not urlsplit(text).scheme:
             if not text.startswith("/"):
                 raise LotImageInputError(
@@ -158,8 +161,17 @@ def resolve_destination(destination: Any) -> ObjectStoragePath:
         path = ObjectStoragePath(text)
     else:
         raise LotImageInputError(f"destination must be a non-empty path or URL, got {destination!r}")
-    _refuse_dot_segments(str(path))
+    _refuse_dot_segments(_refuse_unprintable(str(path)))
     return path
+
+
+def _refuse_unprintable(text: str) -> str:
+    """Refuse a destination holding a control character or a lone surrogate.
+
+    A NUL makes the file system raise a bare ``ValueError`` (retried by Airflow, to the same end),
+    and a newline or a surrogate in a path is a rendering or decoding mistake, not a folder name.
+    """
+    return require_text(text, name="destination")
 
 
 def _refuse_dot_segments(text: str) -> None:
@@ -227,6 +239,7 @@ class SaveImagesOperator(BaseOperator):
         if isinstance(destination, str) and not destination.strip():
             raise LotImageInputError("destination must not be empty")
         if isinstance(destination, str | ObjectStoragePath):
+            _refuse_unprintable(str(destination))  # no template renders a literal NUL away
             _refuse_dot_segments(_fixed_directory(str(destination)))  # the part known at parse time
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
             raise LotImageInputError(f"max_bytes must be a positive int, got {max_bytes!r}")
@@ -247,11 +260,14 @@ class SaveImagesOperator(BaseOperator):
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.asset = asset
+        self._private_redirects = False
 
     def execute(self, context: Context) -> list[str]:
         """Store every result's pictures, tell the asset event what was new, and return all paths."""
-        results = parse_results(self.result)
-        store = PictureStore(resolve_destination(self.destination))
+        with fail_fast(resubmits=False):  # bad input: no Airflow retry can fix it
+            results = parse_results(self.result)
+            destination = resolve_destination(self.destination)
+        store = PictureStore(destination)
         store.sweep((result["lotimage_task_id"] for result in results), self.log)
         paths: list[str] = []
         new_paths: list[str] = []
@@ -282,7 +298,11 @@ class SaveImagesOperator(BaseOperator):
         from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 
         try:
-            return LotImageHook(lotimage_conn_id=self.lotimage_conn_id).get_download_session()
+            hook = LotImageHook(lotimage_conn_id=self.lotimage_conn_id)
+            session = hook.get_download_session()
+            # Redirects into a private network only where LotImage itself is (the emulator).
+            self._private_redirects = not is_public_host(urlsplit(hook.settings.base_url).hostname)
+            return session
         except AirflowNotFoundException:
             # CDN links need no credentials, so a missing *default* connection is not an error; a
             # connection named explicitly but missing is a configuration mistake and stays one.
@@ -323,7 +343,14 @@ class SaveImagesOperator(BaseOperator):
 
         def fetch(sink: Callable[[bytes], object] | None) -> bytes:
             with _download_context(result["lotimage_task_id"], index):
-                return fetch_picture(session, url, max_bytes=self.max_bytes, timeout=self.timeout, sink=sink)
+                return fetch_picture(
+                    session,
+                    url,
+                    max_bytes=self.max_bytes,
+                    timeout=self.timeout,
+                    sink=sink,
+                    private_redirects=self._private_redirects,
+                )
 
         path, data = store.download(result, index, fetch)
         store.write_sidecar(result, index, data, path, source_url=url, split=False)
@@ -347,7 +374,11 @@ class SaveImagesOperator(BaseOperator):
                 if grid is None:
                     with _download_context(task_id, 0):
                         grid = fetch_picture(
-                            session, result["image_url"], max_bytes=self.max_bytes, timeout=self.timeout
+                            session,
+                            result["image_url"],
+                            max_bytes=self.max_bytes,
+                            timeout=self.timeout,
+                            private_redirects=self._private_redirects,
                         )
                 pictures = split_grid(grid)
             data = pictures[index - 1]

@@ -7,7 +7,7 @@
   ``on_failure_callback``, runs them the way the DAG processor would (serialised, then
   ``dag.test()``), and answers "which task failed, on which try, with what error".
 * ``local_server`` is a tiny HTTP server on loopback: a webhook receiver (POST) and a "CDN" that
-  answers whatever body a test chooses (GET); it records every request's headers.
+  answers whatever status, headers and body a test chooses (GET); it records every request's headers.
 * :func:`assert_paid_calls` is the check every matrix row ends with: the emulator received exactly
   the ``imagine``/``button`` calls, and created exactly the paid tasks, that the DAG asked for.
 """
@@ -206,12 +206,15 @@ class Seen:
 
 
 class LocalServer:
-    """Records every request; GET answers ``get_body`` with ``get_type``, POST answers 200."""
+    """Records every request; GET answers ``get_status``, ``get_headers`` and ``get_body`` (of
+    ``get_type``), POST answers 200."""
 
     def __init__(self) -> None:
         self.requests: list[Seen] = []
         self.get_body: bytes = b"<html><body>Not a picture</body></html>"
         self.get_type = "text/html; charset=utf-8"
+        self.get_status = 200
+        self.get_headers: dict[str, str] = {}
         self.arrived = threading.Condition()
         server = self
 
@@ -225,7 +228,9 @@ class LocalServer:
 
             def do_GET(self) -> None:
                 self._note()
-                self.send_response(200)
+                self.send_response(server.get_status)
+                for name, value in server.get_headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", server.get_type)
                 self.send_header("Content-Length", str(len(server.get_body)))
                 self.end_headers()

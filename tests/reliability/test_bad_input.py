@@ -7,6 +7,7 @@ all: a mistake must never spend the API budget.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from airflow_provider_lotimage.api import MAX_PROMPT_LENGTH, REROLL_BUTTON
 
-from .conftest import POKE, assert_no_calls
+from .conftest import POKE, LocalServer, assert_no_calls
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -83,6 +84,46 @@ PARSE_TIME_CASES = [
         "destination",
         id="destination-escapes",
     ),
+    pytest.param(
+        lambda tmp: _imagine(prompt="a teapot\x00 on a table"),
+        "prompt is not valid text: a control character (U+0000) at character 9",
+        id="prompt-nul",
+    ),
+    pytest.param(
+        lambda tmp: _imagine(prompt="a caf\udce9 at night"),
+        "prompt is not valid text: a lone surrogate (U+DCE9) at character 6",
+        id="prompt-mis-decoded",
+    ),
+    pytest.param(
+        lambda tmp: _imagine(prompt="a teapot \x1b[31min red"),
+        "prompt is not valid text: a control character (U+001B)",
+        id="prompt-escape-sequence",
+    ),
+    pytest.param(
+        lambda tmp: _imagine(webhook="https://hooks.example.com/\x00x"),
+        "webhook is not valid text: a control character (U+0000)",
+        id="webhook-nul",
+    ),
+    pytest.param(
+        lambda tmp: _imagine(webhook="https://[::1/x"),
+        "webhook is not a valid URL (Invalid IPv6 URL)",
+        id="webhook-broken-ipv6",
+    ),
+    pytest.param(
+        lambda tmp: _imagine(webhook="https://hooks.example.com:99999/x"),
+        "webhook is not a valid URL",
+        id="webhook-port-out-of-range",
+    ),
+    pytest.param(
+        lambda tmp: _imagine(webhook="https://hooks.example.com/a b"),
+        "webhook must be a URL without spaces",
+        id="webhook-space",
+    ),
+    pytest.param(
+        lambda tmp: _save(f"{tmp.as_uri()}/pictures\x00/{{{{ ds }}}}"),
+        "destination is not valid text: a control character (U+0000)",
+        id="destination-nul",
+    ),
 ]
 
 
@@ -126,6 +167,10 @@ RUN_TIME_ERRORS = {
     "press_wrong_case": "button 'u1' is not a LotImage button",
     "press_emoji_lookalike": f"button '{LOOKALIKE}' is not a LotImage button",
     "save_escapes_destination": "contains '..' or '.' segments; refusing to leave it",
+    "imagine_nul": "prompt is not valid text: a control character (U+0000)",
+    "imagine_webhook_nul": "webhook is not valid text: a control character (U+0000)",
+    "press_buttons_not_a_list": "the parent task's buttons must be a list of labels, got int",
+    "save_nul_destination": "destination is not valid text: a control character (U+0000)",
 }
 
 
@@ -143,6 +188,7 @@ def test_templated_values_refused_at_run_time(harness: Harness, emu: Any, tmp_pa
         "lower": "u1",
         "lookalike": LOOKALIKE,
         "sub": "../../outside",
+        "nul": "a teapot\x00",
     }
     no_retry = {"retries": 2, "retry_delay": timedelta(seconds=0)}
     out = tmp_path / "pictures"
@@ -167,10 +213,31 @@ def test_templated_values_refused_at_run_time(harness: Harness, emu: Any, tmp_pa
                 poll_interval=POKE,
                 **no_retry,
             )
+        ImagineOperator(task_id="imagine_nul", prompt="{{ params.nul }}", **no_retry)
+        ImagineOperator(
+            task_id="imagine_webhook_nul",
+            prompt="a teapot",
+            webhook="https://hooks.example.com/{{ params.nul }}",
+            **no_retry,
+        )
+        ButtonOperator(
+            task_id="press_buttons_not_a_list",
+            lotimage_task_id={"lotimage_task_id": TASK_ID, "buttons": 5},
+            button="U1",
+            **no_retry,
+        )
+        missing = {"lotimage_task_id": TASK_ID, "image_url": f"{emu.url}/_emulator/images/missing.png"}
         SaveImagesOperator(
             task_id="save_escapes_destination",
-            result={"lotimage_task_id": TASK_ID, "image_url": f"{emu.url}/_emulator/images/missing.png"},
+            result=missing,
             destination=f"{out.as_uri()}/{{{{ params.sub }}}}",
+            **no_retry,
+        )
+        SaveImagesOperator(
+            task_id="save_nul_destination",
+            result=missing,
+            destination=f"{out.as_uri()}/{{{{ params.nul }}}}",
+            **no_retry,
         )
     run = harness.run(dag)
     states = harness.states(run)
@@ -179,8 +246,49 @@ def test_templated_values_refused_at_run_time(harness: Harness, emu: Any, tmp_pa
     for task_id, message in RUN_TIME_ERRORS.items():
         error = str(harness.error(task_id))
         assert message in error, (task_id, error)
-        assert "LotImageInputError" in error or task_id.startswith("save"), (task_id, error)
-        if not task_id.startswith("save"):  # AirflowFailException: Airflow did not retry
-            assert harness.tries(run, task_id) == 1, task_id
+        assert "LotImageInputError" in error, (task_id, error)
+        assert harness.tries(run, task_id) == 1, task_id  # AirflowFailException: Airflow did not retry
     assert not (tmp_path / "outside").exists()
     assert_no_calls(emu)
+
+
+# ============================================================================ downloads
+@pytest.mark.parametrize(
+    "target",
+    ["loopback", "link-local", "file"],
+)
+def test_picture_redirect_into_the_private_network_is_refused(
+    harness: Harness, local_server: LocalServer, target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A picture link that redirects into the worker's own network (another loopback service, the
+    cloud metadata address) or to a file is not followed: the connection's LotImage host is public,
+    so pictures have no business there. The loopback target sees no request at all."""
+    from airflow_provider_lotimage.exceptions import ImageDownloadError
+    from airflow_provider_lotimage.operators.save_images import SaveImagesOperator
+
+    inside = LocalServer()
+    try:
+        location = {
+            "loopback": f"{inside.url}/admin?token=SIGNED",
+            "link-local": "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+            "file": "file:///etc/passwd",
+        }[target]
+        local_server.get_status, local_server.get_headers = 302, {"Location": location}
+        conn = {"conn_type": "lotimage", "host": "https://api.lotimage.com", "password": "sk-lotimage-012345"}
+        monkeypatch.setenv("AIRFLOW_CONN_LOTIMAGE_DEFAULT", json.dumps(conn))
+        with harness.dag() as dag:
+            SaveImagesOperator(
+                task_id="save",
+                result={"lotimage_task_id": TASK_ID, "image_url": f"{local_server.url}/attachments/grid.png"},
+                destination=(tmp_path / "out").as_uri(),
+            )
+        run = harness.run(dag)
+        error = harness.assert_failed(run, "save")
+        assert isinstance(harness.error("save"), ImageDownloadError) and "not followed" in error, error
+        expected = {"loopback": "a loopback address (127.0.0.1)", "link-local": "a link-local address"}
+        assert expected.get(target, "not an http(s) URL") in error, error
+        assert "SIGNED" not in error
+        assert len(local_server.seen("GET")) == 1 and inside.requests == []
+        assert not list((tmp_path / "out").glob("*.png"))
+    finally:
+        inside.close()

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import traceback
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -177,3 +179,247 @@ def test_hook_repr_settings_and_download_session_carry_no_key(
     assert "Authorization" not in download.headers
     assert secret_key not in repr(download.headers)
     assert secret_emu.stats()["requests"] == {"imagine": 0, "progress": 1, "button": 0}
+
+
+# ====================================================================== a key that needs care
+def key_leaks(texts: list[str], *parts: str) -> list[str]:
+    """The texts that show any of ``parts`` (long pieces of a key): none may."""
+    return [text for text in texts if any(part in text for part in parts)]
+
+
+def everything_shown(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> list[str]:
+    """All that was printed and logged so far: the task logs of ``dag.test()`` and every record."""
+    captured = capfd.readouterr()
+    records = [f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records]
+    return [captured.out, captured.err, caplog.text, *records]
+
+
+def imagine_and_wait(harness: Harness, mode: str, **imagine: Any) -> Any:
+    """Poke: ImagineOperator -> TaskProgressSensor (requests). Deferrable: one ImagineOperator
+    that waits in its trigger (aiohttp)."""
+    from airflow_provider_lotimage.operators.imagine import ImagineOperator
+    from airflow_provider_lotimage.sensors.task_progress import TaskProgressSensor
+
+    with harness.dag(mode) as dag:
+        if mode == "deferrable":
+            ImagineOperator(
+                task_id="imagine",
+                prompt="a lighthouse at dawn",
+                wait_for_completion=True,
+                deferrable=True,
+                poll_interval=POKE,
+                **imagine,
+            )
+        else:
+            submit = ImagineOperator(task_id="imagine", prompt="a lighthouse at dawn", **imagine)
+            TaskProgressSensor(
+                task_id="wait", lotimage_task_id=submit.output, poke_interval=POKE, timeout=60, mode="poke"
+            )
+    return dag
+
+
+@pytest.mark.parametrize("mode", ["poke", "deferrable"])
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "  \t"], ids=["lf", "crlf", "spaces"])
+def test_key_read_with_whitespace_works_and_never_shows(
+    harness: Harness,
+    make_emulator: Any,
+    secret_key: str,
+    mode: str,
+    ending: str,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A key read from a secret file ends in a newline: stripped, it works on both transports, and
+    neither it nor its header shows anywhere (``http.client`` used to quote ``b'Bearer <key>\\n'``)."""
+    caplog.set_level(logging.DEBUG)
+    emulator = make_emulator(key=secret_key, conn_key=f" {secret_key}{ending}")
+    run = harness.run(imagine_and_wait(harness, mode))
+    harness.assert_succeeded(run)
+    assert_paid_calls(emulator, imagine=1)
+    assert emulator.stats()["requests"]["progress"] >= 1
+    shown = everything_shown(capfd, caplog)
+    assert "Submitted LotImage task" in shown[0]
+    assert not key_leaks(shown, secret_key)
+
+
+#: Keys no Authorization header can carry, each built around two long unique halves.
+UNUSABLE_KEYS = {
+    "inner-crlf": ("{a}\r\nX-Injected: yes{b}", "U+000D", "a control character"),
+    "inner-nul": ("{a}\x00{b}", "U+0000", "a control character"),
+    "latin-1": ("{a}é{b}", "U+00E9", "a non-ASCII character"),
+    "not-latin-1": ("{a}€{b}", "U+20AC", "a non-ASCII character"),
+    "inner-space": ("{a} {b}", "U+0020", "a space"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE_KEYS))
+def test_unusable_key_is_refused_without_showing_it(
+    harness: Harness,
+    make_emulator: Any,
+    case: str,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Refused when read, before anything is sent, by the worker's requests and the trigger's
+    aiohttp alike; the error names the character, never the key (nor its escaped form)."""
+    import asyncio
+
+    from airflow_provider_lotimage.hooks.lotimage import LotImageHook
+    from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger
+
+    caplog.set_level(logging.DEBUG)
+    template, code, kind = UNUSABLE_KEYS[case]
+    halves = (f"sk-lotimage-A-{uuid.uuid4().hex}", f"B-{uuid.uuid4().hex}")
+    key = template.format(a=halves[0], b=halves[1])
+    emulator = make_emulator(key=f"sk-lotimage-{uuid.uuid4().hex}", conn_key=key)
+    errors: list[str] = []
+    for mode in ("poke", "deferrable"):
+        run = harness.run(imagine_and_wait(harness, mode, retries=2))
+        errors.append(harness.assert_failed(run, "imagine"))
+        assert harness.tries(run, "imagine") == 1
+        failure = harness.failures.pop()
+        assert failure.exception is not None
+        assert not key_leaks(exception_texts(failure.exception), *halves)
+    # The triggerer's own path, as it runs after a deferral: aiohttp reads the same connection.
+    trigger = TaskProgressTrigger(
+        "0o2f4ja2a1", poll_interval=POKE, end_time=time.time() + 60, first_poll_at=time.time()
+    )
+    event = asyncio.run(anext(trigger.run()))
+    assert event.payload["status"] == "error" and event.payload["error_type"] == "ConnectionConfigError"
+    errors.append(event.payload["message"])
+    with pytest.raises(Exception) as info:
+        asyncio.run(LotImageHook().aget_task_progress("0o2f4ja2a1"))
+    assert not key_leaks(exception_texts(info.value), *halves)
+    for error in errors:
+        assert f"{kind} ({code})" in error and "password field" in error, error
+    assert not key_leaks(errors + everything_shown(capfd, caplog), *halves)
+    assert emulator.stats()["requests"] == {"imagine": 0, "progress": 0, "button": 0}
+
+
+# ==================================================================== secrets in prompts
+def refused_for_a_secret(harness: Harness, run: Any, task_id: str, secret: str) -> str:
+    """The task failed once, before any call, saying a secret was in its text (shown as ***)."""
+    error = harness.assert_failed(run, task_id)
+    assert "LotImageInputError" in error and "holds a secret that Airflow masks" in error, error
+    assert "***" in error and secret not in error
+    assert harness.tries(run, task_id) == 1
+    return error
+
+
+@pytest.mark.parametrize(
+    "where", ["prompt-conn-password", "prompt-variable", "webhook", "prompt-key-in-data"]
+)
+def test_rendered_text_holding_a_secret_is_refused_before_any_call(
+    harness: Harness,
+    secret_emu: Any,
+    secret_key: str,
+    where: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A prompt read from data and rendered as a template would send the secret to LotImage, and get
+    it back unmasked in the result: refused, naming the field, with nothing sent or paid."""
+    from airflow.sdk import literal
+
+    from airflow_provider_lotimage.operators.button import ButtonOperator
+    from airflow_provider_lotimage.operators.imagine import ImagineOperator
+
+    token = f"tok-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AIRFLOW_VAR_BRAND_API_TOKEN", token)  # "token": a name Airflow masks
+    secret = token if where == "prompt-variable" else secret_key
+    no_retry = {"retries": 2, "retry_delay": timedelta(0)}
+    with harness.dag(where) as dag:
+        if where == "webhook":
+            ButtonOperator(
+                task_id="press",
+                lotimage_task_id="0o2f4ja2a1",
+                button="U1",
+                webhook="https://hooks.example.com/{{ conn.lotimage_default.password }}",
+                **no_retry,
+            )
+        else:
+            prompt = {
+                "prompt-conn-password": "a portrait of {{ conn.lotimage_default.password }}",
+                "prompt-variable": "a logo for {{ var.value.brand_api_token }}",
+                # The key itself in text from data: literal() is not rendered, but checked all the same.
+                "prompt-key-in-data": literal(f"a poster that reads {secret_key}"),
+            }[where]
+            ImagineOperator(task_id="press", prompt=prompt, **no_retry)
+    run = harness.run(dag)
+    field = "webhook" if where == "webhook" else "prompt"
+    assert refused_for_a_secret(harness, run, "press", secret).startswith(f"LotImageInputError: {field}")
+    assert secret_emu.stats()["requests"] == {"imagine": 0, "progress": 0, "button": 0}
+    assert secret not in capfd.readouterr().out
+    xcoms, rtifs = metadata_rows({dag.dag_id})
+    if where == "prompt-key-in-data":
+        rtifs = []  # the DAG's own literal text: stored as written (the serialized DAG holds it too)
+    for entry in [*xcoms, *rtifs]:
+        assert secret not in json.dumps(entry, default=repr), entry
+
+
+def test_literal_prompt_and_webhook_are_sent_verbatim(
+    harness: Harness, secret_emu: Any, secret_key: str, local_server: LocalServer
+) -> None:
+    """``literal()`` is Airflow's way to pass text holding ``{{``: accepted at parse time, never rendered."""
+    from airflow.sdk import literal
+
+    from airflow_provider_lotimage.operators.imagine import ImagineOperator
+
+    prompt = "a neon sign that reads {{ conn.lotimage_default.password }}"
+    webhook = f"{local_server.url}/hook?state={{{{not_rendered}}}}"
+    with harness.dag() as dag:
+        ImagineOperator(task_id="imagine", prompt=literal(prompt), webhook=literal(webhook))
+    run = harness.run(dag)
+    harness.assert_succeeded(run)
+    (task,) = secret_emu.tasks()
+    assert (task["prompt"], task["webhook"]) == (prompt, webhook)
+    assert secret_key not in json.dumps(secret_emu.tasks())
+    assert_paid_calls(secret_emu, imagine=1)
+
+
+def test_prompts_from_data_never_send_a_secret(harness: Harness, secret_emu: Any, secret_key: str) -> None:
+    """Prompts that reach the operator through XCom, plain or mapped, and a mapped literal list.
+
+    Airflow renders the values of a literal ``expand()`` list, but not those that come from XCom:
+    the first kind holding a secret is refused, the second is sent as the text it is.
+    """
+    from airflow.sdk import task
+
+    from airflow_provider_lotimage.operators.imagine import ImagineOperator
+
+    jinja = "{{ conn.lotimage_default.password }}"
+
+    @task
+    def read_prompt() -> str:
+        return f"a fox reading {jinja}"
+
+    @task
+    def read_prompts() -> list[str]:
+        return [f"a fox writing {jinja}", "a fox sleeping"]
+
+    with harness.dag() as dag:
+        ImagineOperator(task_id="from_xcom", prompt=read_prompt())
+        ImagineOperator.partial(task_id="mapped_xcom").expand(prompt=read_prompts())
+        ImagineOperator.partial(task_id="mapped_literal", retries=2, retry_delay=timedelta(0)).expand(
+            prompt=["a fox running", f"a fox hiding {jinja}"]
+        )
+    run = harness.run(dag)
+    states = {(ti.task_id, ti.map_index): str(ti.state) for ti in run.get_task_instances()}
+    assert states == {
+        ("read_prompt", -1): "success",
+        ("read_prompts", -1): "success",
+        ("from_xcom", -1): "success",
+        ("mapped_xcom", 0): "success",
+        ("mapped_xcom", 1): "success",
+        ("mapped_literal", 0): "success",
+        ("mapped_literal", 1): "failed",
+    }, states
+    error = str(harness.error("mapped_literal"))
+    assert "holds a secret that Airflow masks" in error and secret_key not in error
+    assert run.get_task_instance("mapped_literal", map_index=1).try_number == 1
+    prompts = sorted(t["prompt"] for t in secret_emu.tasks())
+    assert prompts == sorted(
+        [f"a fox reading {jinja}", f"a fox writing {jinja}", "a fox sleeping", "a fox running"]
+    )
+    assert secret_key not in json.dumps(secret_emu.tasks())
+    assert_paid_calls(secret_emu, imagine=4)

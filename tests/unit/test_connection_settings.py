@@ -11,6 +11,7 @@ import pytest
 from airflow_provider_lotimage.async_transport import ssl_for
 from airflow_provider_lotimage.connection import read_settings
 from airflow_provider_lotimage.exceptions import AuthError, ConnectionConfigError
+from airflow_provider_lotimage.redaction import hide, secret_forms
 from airflow_provider_lotimage.transport import requests_session
 
 
@@ -83,3 +84,74 @@ def test_redis_scope_and_its_connection() -> None:
 def test_missing_key() -> None:
     with pytest.raises(AuthError, match="'my_lotimage' has no API key"):
         read_settings(conn(password=None), {})
+
+
+@pytest.mark.parametrize(
+    "password", ["k-0123456789\n", "k-0123456789\r\n", " k-0123456789\t", "k-0123456789\u00a0"]
+)
+def test_key_loses_surrounding_whitespace(password: str) -> None:
+    """A key read from a secret file ends in a newline; a pasted one may carry spaces: dropped."""
+    assert read_settings(conn(password=password), {}).api_key == "k-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("password", "what"),
+    [
+        ("sk-first\r\nX-Injected: 1", "a control character (U+000D) at character 9"),
+        ("sk-first\x00second", "a control character (U+0000) at character 9"),
+        ("sk-first\x7fsecond", "a control character (U+007F) at character 9"),
+        ("sk-first second", "a space (U+0020) at character 9"),
+        ("sk-firsté", "a non-ASCII character (U+00E9) at character 9"),
+        ("sk-first€", "a non-ASCII character (U+20AC) at character 9"),
+        ("sk-first\udcff", "a non-ASCII character (U+DCFF) at character 9"),
+    ],
+)
+def test_key_no_header_can_carry_is_refused_without_showing_it(password: str, what: str) -> None:
+    with pytest.raises(ConnectionConfigError) as info:
+        read_settings(conn(password=password), {})
+    message = str(info.value)
+    assert message.startswith("Connection 'my_lotimage': its API key (the password field) holds " + what)
+    assert "sk-first" not in message and "second" not in message
+    assert info.value.__cause__ is None and info.value.__context__ is None
+
+
+def test_secret_forms_cover_the_header_and_escaped_text() -> None:
+    forms = secret_forms('sk-a\\b"c')
+    assert {'sk-a\\b"c', 'Bearer sk-a\\b"c', 'sk-a\\\\b"c', 'Bearer sk-a\\\\b"c'} <= set(forms)
+    assert hide("b'Bearer sk-a\\\\b\"c' refused", forms) == "b'***' refused"
+
+
+@pytest.mark.parametrize("mode", ["requests", "aiohttp"])
+def test_a_request_that_cannot_be_built_never_shows_the_key(lotimage_emulator: Any, mode: str) -> None:
+    """The transports' backstop, below the key check: settings built around it with a key that
+    ``http.client`` and ``aiohttp`` refuse. Nothing is sent; the error and its chain lack the key."""
+    import asyncio
+
+    from airflow_provider_lotimage import api
+    from airflow_provider_lotimage.async_transport import AsyncTransport, shared_sessions
+    from airflow_provider_lotimage.connection import ConnectionSettings
+    from airflow_provider_lotimage.transport import Call, SyncTransport
+
+    key = "sk-lotimage-BACKSTOP-0123456789abcdef"
+    settings = ConnectionSettings(conn_id="my_lotimage", base_url=lotimage_emulator.url, api_key=key + "\n")
+    call = Call("task/progress", api.PROGRESS_PATH, {"taskId": "t"}, paid=False, parse=lambda reply: reply)
+
+    async def send_async() -> Any:
+        transport = AsyncTransport(settings)
+        async with shared_sessions.use(trust_env=False) as session:
+            return await transport.send(session, call, 0.0)
+
+    with pytest.raises(ConnectionConfigError, match="could not build the request to LotImage") as info:
+        if mode == "requests":
+            SyncTransport(settings).send(call)
+        else:
+            asyncio.run(send_async())
+    error = info.value
+    assert "nothing was sent" in str(error) and error.final
+    chain: list[BaseException | None] = [error]
+    while chain:
+        current = chain.pop()
+        if current is not None:
+            assert key not in f"{current} {current!r} {current.args!r} {vars(current)!r}"
+            chain += [current.__cause__, current.__context__]
+    assert lotimage_emulator.stats()["requests"]["progress"] == 0

@@ -24,8 +24,11 @@ from PIL import Image
 
 from airflow_provider_lotimage.exceptions import ImageDownloadError
 from airflow_provider_lotimage.images import (
+    MAX_REDIRECTS,
     fetch_picture,
+    is_public_host,
     picture_info,
+    redirect_refusal,
     split_grid,
     verify_picture,
 )
@@ -296,6 +299,82 @@ def test_connection_errors_hide_the_query_string(session: requests.Session) -> N
 def test_non_http_url_is_refused(session: requests.Session) -> None:
     with pytest.raises(ImageDownloadError, match="not an http"):
         fetch(session, "file:///etc/passwd")
+
+
+# --- redirects ---------------------------------------------------------------------------------
+
+
+def redirect(server: PictureServer, path: str, location: str, status: int = 302) -> str:
+    """Make ``path`` answer ``status`` with ``Location: location``; return its URL (signed)."""
+    server.routes[path] = lambda handler: send(
+        handler, b"", status=status, content_type="text/plain", headers={"Location": location}
+    )
+    return server.url(path, "ex=1&hm=SECRETSIGNATURE")
+
+
+@pytest.mark.parametrize(
+    ("location", "problem"),
+    [
+        ("http://127.0.0.1:{inner}/admin", "a loopback address (127.0.0.1)"),
+        ("http://localhost:{inner}/admin", "a loopback address"),
+        ("http://2130706433:{inner}/admin", "a loopback address (127.0.0.1)"),  # 127.0.0.1, as a number
+        ("http://[::1]:{inner}/admin", "a loopback address (::1)"),
+        ("http://[::ffff:127.0.0.1]:{inner}/admin", "a loopback address"),
+        ("http://169.254.169.254/latest/meta-data/", "a link-local address (169.254.169.254)"),
+        ("http://[fe80::1]/", "a link-local address (fe80::1)"),
+        ("http://10.1.2.3/", "a private address (10.1.2.3)"),
+        ("http://192.168.0.1/", "a private address (192.168.0.1)"),
+        ("http://0.0.0.0:{inner}/", "address (0.0.0.0)"),
+        ("file:///etc/passwd", "not an http(s) URL"),
+        ("gopher://cdn.example/x", "not an http(s) URL"),
+        ("http://user:pw@cdn.example/x.png", "a URL with credentials"),
+    ],
+)
+def test_redirect_into_the_private_network_is_not_followed(
+    server: PictureServer, session: requests.Session, location: str, problem: str
+) -> None:
+    """A CDN answer pointing the worker at its own network, or off http(s), is refused before any
+    connection: the service it points at (another loopback server here) sees no request."""
+    inner = PictureServer()
+    try:
+        inner.serve("/admin", make_png(4, 4))
+        url = redirect(server, "/r.png", location.format(inner=inner.httpd.server_address[1]))
+        with pytest.raises(ImageDownloadError, match="not followed") as info:
+            fetch(session, url)
+        message = str(info.value)
+        assert problem in message, message
+        assert "SECRETSIGNATURE" not in message and ":pw@" not in message
+        assert server.hits["/r.png"] == 1 and sum(inner.hits.values()) == 0
+    finally:
+        inner.close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirect_is_followed_where_the_connection_allows_private_hosts(
+    server: PictureServer, session: requests.Session, status: int
+) -> None:
+    """The emulator serves its pictures on loopback: with its connection, loopback redirects are fine,
+    relative ones too."""
+    body = make_png(6, 6)
+    server.serve("/final.png", body)
+    url = redirect(server, "/r.png", "/final.png", status=status)
+    assert fetch_picture(session, url, max_bytes=10_000, timeout=5, private_redirects=True) == body
+    assert server.hits == {"/r.png": 1, "/final.png": 1}
+
+
+def test_redirects_are_followed_a_few_times_only(server: PictureServer, session: requests.Session) -> None:
+    url = redirect(server, "/loop.png", "/loop.png")
+    with pytest.raises(ImageDownloadError, match=f"more than {MAX_REDIRECTS} times"):
+        fetch_picture(session, url, max_bytes=10_000, timeout=5, private_redirects=True)
+    assert server.hits["/loop.png"] == MAX_REDIRECTS + 1
+
+
+def test_public_host_check() -> None:
+    assert not is_public_host("127.0.0.1") and not is_public_host("localhost") and not is_public_host("::1")
+    assert not is_public_host("10.0.0.7") and not is_public_host("169.254.169.254")
+    assert is_public_host("93.184.215.14") and is_public_host("2606:4700::1111")
+    assert redirect_refusal("https://93.184.215.14/a.png") is None
+    assert redirect_refusal("https://100.64.0.1/a.png") == "a non-public address (100.64.0.1)"
 
 
 def test_redact_url() -> None:

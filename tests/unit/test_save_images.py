@@ -6,6 +6,7 @@ the operator inside a DAG with ``dag.test()`` (needs the metadata DB, created on
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -14,6 +15,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import pytest
 from PIL import Image
 
 from airflow_provider_lotimage.api import GRID_BUTTONS, UPSCALED_BUTTONS
-from airflow_provider_lotimage.exceptions import ImageDownloadError
+from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageInputError
 from airflow_provider_lotimage.operators.save_images import SaveImagesOperator, asset_for_destination
 from airflow_provider_lotimage.picture_store import safe_task_id
 from tests.dag_helpers import register_dag
@@ -82,6 +84,18 @@ def run(op: SaveImagesOperator) -> tuple[list[str], dict[str, Any]]:
     events = OutletEventAccessors()
     paths = op.execute({"outlet_events": events})  # type: ignore[arg-type]
     return paths, dict(events[op.asset].extra)
+
+
+@contextlib.contextmanager
+def refused_input(message: str) -> Iterator[None]:
+    """Bad input is refused: at construction with ``LotImageInputError``, or in ``execute`` with
+    ``AirflowFailException`` (no Airflow retry) caused by one."""
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    with pytest.raises((LotImageInputError, AirflowFailException), match=message) as info:
+        yield
+    error = info.value
+    assert isinstance(error, LotImageInputError) or isinstance(error.__cause__, LotImageInputError)
 
 
 def save_op(result: Any, destination: Any, **kwargs: Any) -> SaveImagesOperator:
@@ -290,7 +304,7 @@ def test_safe_task_id_keeps_normal_ids_and_separates_others() -> None:
 def test_destination_escape_is_refused_before_download(
     server: PictureServer, tmp_path: Path, destination: str
 ) -> None:
-    with pytest.raises(ValueError, match="destination"):  # at construction, or at the latest in execute
+    with refused_input("destination"):  # at construction, or at the latest in execute
         run(save_op(grid_result(server), destination, asset=asset_for_destination(f"file://{tmp_path}")))
     assert sum(server.hits.values()) == 0
 
@@ -323,7 +337,7 @@ def test_bad_result_is_refused_before_any_download(
 ) -> None:
     served = grid_result(server)  # valid and reachable: still not fetched while another item is bad
     value = [served if item is GOOD else item for item in result] if isinstance(result, list) else result
-    with pytest.raises(ValueError, match=message):
+    with refused_input(message):
         run(save_op(value, f"file://{tmp_path}"))
     assert sum(server.hits.values()) == 0
 
@@ -349,7 +363,7 @@ def test_bad_arguments_are_refused_at_parse_time(kwargs: dict[str, Any], message
 def test_destination_rendering_to_nothing_is_refused(tmp_path: Path) -> None:
     op = save_op(GOOD, "{{ params.nothing }}", asset=asset_for_destination(f"file://{tmp_path}"))
     op.destination = "  "  # what the template rendered to
-    with pytest.raises(ValueError, match="destination"):
+    with refused_input("destination"):
         run(op)
 
 
