@@ -10,11 +10,14 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from airflow_provider_lotimage.api import BUTTON_PATH, IMAGINE_PATH, PROGRESS_PATH
+
+if TYPE_CHECKING:
+    from lotimage_emulator import Emulator
 
 KEY = "test-key-emulator"
 #: 45 s x 0.002 = an imagine in 0.09 s, an upscale in 0.02 s: fast tests that still step.
@@ -73,13 +76,28 @@ class Client:
         return self.session.get(url, timeout=10)
 
 
+def delivered(emu: Emulator, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Wait until the emulator recorded ``count`` webhook POSTs (answered or failed); return them."""
+    deadline = time.monotonic() + timeout
+    while len(log := emu.webhook_log()) < count:
+        assert time.monotonic() < deadline, f"{len(log)} of {count} deliveries recorded: {log}"
+        time.sleep(0.02)
+    return log
+
+
 class Receiver:
-    """A tiny webhook receiver on loopback that records every POSTed JSON body."""
+    """A tiny webhook receiver on loopback that records every POSTed JSON body.
+
+    Any path is accepted; each delivery's path (with its query) and arrival time (epoch seconds)
+    are recorded next to its body and headers.
+    """
 
     def __init__(self, status: int = 200) -> None:
         self.status = status
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []
+        self.times: list[float] = []
         self.arrived = threading.Condition()
         receiver = self
 
@@ -88,8 +106,10 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 data = json.loads(self.rfile.read(length) or b"null")
                 with receiver.arrived:
+                    receiver.times.append(time.time())
                     receiver.bodies.append(data)
                     receiver.headers.append(dict(self.headers))
+                    receiver.paths.append(self.path)
                     receiver.arrived.notify_all()
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "0")
@@ -99,7 +119,8 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.port = int(self.server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}/hook"
         self.thread = threading.Thread(
             target=self.server.serve_forever,
             kwargs={"poll_interval": 0.05},

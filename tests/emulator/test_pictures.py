@@ -151,3 +151,32 @@ def test_timeline_brackets_submissions_and_pictures_served(emu: Emulator) -> Non
     assert stats["events"]["images_served"] == 1
     assert client.get(f"{emu.url}/_emulator/images/no-such-picture.png").status_code != 200
     assert emu.stats()["events"]["images_served"] == 1, "a missing picture is not a picture served"
+
+
+def test_a_progress_read_after_expiry_hands_out_fresh_links(make_emulator: Callable[..., Emulator]) -> None:
+    """A client renews expired links by reading the task again: same pictures, new links."""
+    emu = make_emulator(image_ttl_seconds=0.5)
+    client = Client(emu.url)
+    task = client.submit(cutting=True)
+    body = client.wait(task)
+    old = [body["imageUrl"], *body["imageUrls"]]
+    pictures = [client.get(url).content for url in old]
+    assert client.progress(task).json() == body, "links still alive are handed out unchanged"
+    time.sleep(0.6)
+    assert [client.get(url).status_code for url in old] == [403] * 5
+    renewed = client.progress(task).json()
+    fresh = [renewed["imageUrl"], *renewed["imageUrls"]]
+    assert not set(fresh) & set(old) and len(set(fresh)) == 5
+    assert [client.get(url).content for url in fresh] == pictures, "the same pictures, in the same order"
+    assert [client.get(url).status_code for url in old] == [403] * 5, "an expired link stays expired"
+    assert {k: v for k, v in renewed.items() if k not in ("imageUrl", "imageUrls")} == {
+        k: v for k, v in body.items() if k not in ("imageUrl", "imageUrls")
+    }
+    assert client.progress(task).json() == renewed, "renewed once, not on every read"
+    assert emu.stats()["events"]["links_renewed"] == 5
+    upscale = client.press(task, "U3")
+    link = client.wait(upscale)["imageUrl"]
+    time.sleep(0.6)
+    assert client.get(link).status_code == 403
+    again = client.progress(upscale).json()["imageUrl"]
+    assert again != link and client.get(again).status_code == 200

@@ -14,11 +14,11 @@ expiring picture links). Quick use::
         print(emu.stats()["submissions"])
 
 Admin endpoints (no auth): ``GET /_emulator/health``, ``GET /_emulator/stats``,
-``GET /_emulator/tasks``, ``GET|POST|DELETE /_emulator/faults``, ``DELETE /_emulator/faults/<id>``,
-``GET|POST /_emulator/config``, ``POST /_emulator/reset``, ``POST /_emulator/next-day`` (start the
-next day of the daily quota now; body ``{"days": n}`` optional); pictures at
-``GET /_emulator/images/<token>.png``. The emulator imports nothing of Airflow or of the provider:
-its view of the API is :mod:`.contract`.
+``GET /_emulator/tasks``, ``GET /_emulator/webhooks``, ``GET|POST|DELETE /_emulator/faults``,
+``DELETE /_emulator/faults/<id>``, ``GET|POST /_emulator/config``, ``POST /_emulator/reset``,
+``POST /_emulator/next-day`` (start the next day of the daily quota now; body ``{"days": n}``
+optional); pictures at ``GET /_emulator/images/<token>.png``. The emulator imports nothing of
+Airflow or of the provider: its view of the API is :mod:`.contract`.
 
 HTTPS: pass ``ssl_context=`` (a server :class:`ssl.SSLContext` holding the certificate and key) to
 :class:`Emulator` or :func:`run_emulator`, so clients can be tested against a private CA, mutual
@@ -33,21 +33,41 @@ TLS or a proxy tunnelling ``CONNECT``; ``url`` and the picture links then start 
      "rate_limited": n, "rate_limited_by_limiter": n,               # all 429s / limiter's only
      "peak_calls_per_second": {"key-...": n}, "max_calls_per_second": n,
      "calls_by_key": {...}, "quota_used": {...},
-     "webhooks": {"attempted": n, "succeeded": n, "failed": n, "suppressed": n},
+     "webhooks": {"attempted": n, "succeeded": n, "failed": n, "suppressed": n,  # POSTs / dropped
+                  "delayed": n, "duplicated": n},          # these two once a rule of theirs fired
      "tasks": {"queued": n, "running": n, "finished": n, "failed": n, "stalled": n, "total": n},
      "events": {"delays": n, "dropped_connections": n, "image_requests": n, "image_expired": n,
-                "images_served": n, "slow_bodies": n},
+                "images_served": n, "links_renewed": n, "slow_bodies": n},  # each once it happened
      "faults": [<rule>, ...], "config": {...}, "renders": n,
      "timeline": {"first_submit": t, "last_submit": t, "first_image": t, "last_image": t}}  # epoch s
+
+``webhook_log()`` / ``GET /_emulator/webhooks`` (``{"deliveries": [...]}``): one record per
+webhook POST, oldest first: ``{"sent_at": epoch s, "url": "http://127.0.0.1:8080/hook", "taskId":
+..., "attempt": 1, "status": 200 | null, "error": null | "ClientConnectorError", "outcome":
+"succeeded" | "failed"}``. ``status`` is the HTTP status the receiver answered (``null``: none);
+``url`` is shown without credentials or query and with its last path segment cut to 4 characters
+and ``…``, as in the logs, because a receiver of unsigned deliveries authenticates by a token there.
+
+Fault kinds, by the point where they act (parameters in :class:`~.faults.FaultRule`):
+
+* request: ``http_429``, ``http_status``, ``malformed_json``, ``drop_connection``, ``delay``;
+* task: ``fail_task``, ``stall``, ``no_image_url``;
+* progress: ``progress_format``, ``preview_url``;
+* webhook: ``drop_webhooks``, ``delay_webhooks`` (``seconds``), ``duplicate_webhooks``
+  (``copies``, ``seconds`` between them);
+* image: ``slow_body``.
 
 A fault rule (``POST /_emulator/faults`` takes one, a list, or ``{"rules": [...], "flags": {...}}``)::
 
     {"kind": "http_status", "endpoint": "imagine" | "progress" | "button" | null, "count": 1 | null,
-     "status": 503, "retry_after": 1.0, "html": false, "body_only": false, "after_processing": false,
-     "seconds": 1.0, "progress": 93, "err_message": null, "format": "int", "body": null,
-     "share": null, "for_seconds": null}
+     "status": 503, "retry_after": 1.0, "html": false, "body_only": false | true | null,
+     "after_processing": false, "seconds": 1.0, "progress": 93, "err_message": null,
+     "format": "int", "body": null, "share": null, "for_seconds": null, "copies": null,
+     "prompt_contains": null}
 
-answered with ``id``, ``used``, ``remaining``, ``stage`` and ``opened_at`` added. See :mod:`.faults`.
+answered with ``id``, ``used``, ``remaining``, ``stage`` and ``opened_at`` added. With
+``prompt_contains`` a rule acts only on calls and tasks whose prompt holds that text (a button's:
+its parent's prompt). See :mod:`.faults`.
 """
 
 from __future__ import annotations
@@ -244,6 +264,7 @@ class Emulator:
         ``endpoint``: ``"imagine"``, ``"progress"``, ``"button"`` or ``None`` (any). ``count``:
         how many times it applies (``None``: forever; default 1, or forever for the modes
         ``progress_format``, ``preview_url`` and ``drop_webhooks``). ``rule.used`` counts firings.
+        ``prompt_contains="castle"``: only calls and tasks about a prompt holding "castle".
         """
         return self.fault_book.add(FaultRule.build(kind, endpoint=endpoint, count=count, **params))
 
@@ -290,6 +311,10 @@ class Emulator:
     def tasks(self) -> list[dict[str, Any]]:
         """Every task with state, kind and parent, as ``GET /_emulator/tasks``."""
         return self.engine.task_list()
+
+    def webhook_log(self) -> list[dict[str, Any]]:
+        """Every webhook POST sent, oldest first, as ``GET /_emulator/webhooks`` (shape above)."""
+        return self.engine.webhook_log()
 
     @staticmethod
     def key_id(key: str) -> str:

@@ -17,12 +17,14 @@ from email.parser import BytesParser
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, web
+from aiohttp import web
 
 from lotimage_emulator import render
 from lotimage_emulator.contract import BUTTON_PATH, IMAGINE_PATH, PROGRESS_PATH
 from lotimage_emulator.faults import DEFAULT_ERR_MESSAGES, FaultError, FaultRule
-from lotimage_emulator.rules import bearer
+from lotimage_emulator.models import dumps
+from lotimage_emulator.rules import bearer, error
+from lotimage_emulator.webhooks import WebhookSender
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -125,13 +127,9 @@ async def _send_slowly(request: web.Request, data: bytes, seconds: float) -> web
     return response
 
 
-def _dumps(body: Any) -> str:
-    return json.dumps(body, ensure_ascii=False)
-
-
 def _json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        text=_dumps(body), status=status, headers=headers, content_type="application/json", charset="utf-8"
+        text=dumps(body), status=status, headers=headers, content_type="application/json", charset="utf-8"
     )
 
 
@@ -144,9 +142,8 @@ class EmulatorApp:
         self.engine = engine
         self.executor = executor
         self.cache = cache or render.PngCache(engine.config.render_cache_entries)
-        self._session: ClientSession | None = None
+        self.webhooks = WebhookSender(engine)
         self._ticker: asyncio.Task[None] | None = None
-        self._deliveries: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------------------------- set-up
     def build(self) -> web.Application:
@@ -159,6 +156,7 @@ class EmulatorApp:
         app.router.add_get(f"{ADMIN_PREFIX}/health", self.health)
         app.router.add_get(f"{ADMIN_PREFIX}/stats", self.stats)
         app.router.add_get(f"{ADMIN_PREFIX}/tasks", self.tasks)
+        app.router.add_get(f"{ADMIN_PREFIX}/webhooks", self.webhook_log)
         app.router.add_get(f"{ADMIN_PREFIX}/faults", self.list_faults)
         app.router.add_post(f"{ADMIN_PREFIX}/faults", self.add_faults)
         app.router.add_delete(f"{ADMIN_PREFIX}/faults", self.clear_faults)
@@ -172,18 +170,15 @@ class EmulatorApp:
         return app
 
     async def _on_startup(self, _app: web.Application) -> None:
-        self._session = ClientSession()
+        await self.webhooks.start()
         self._ticker = asyncio.create_task(self._tick_forever())
 
     async def _on_cleanup(self, _app: web.Application) -> None:
-        tasks = [t for t in (self._ticker, *self._deliveries) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+        if self._ticker is not None:
+            self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._session is not None:
-            await self._session.close()
+                await self._ticker
+        await self.webhooks.stop()
 
     # -------------------------------------------------------------------------------- API calls
     def _api(self, endpoint: str) -> Any:
@@ -198,26 +193,35 @@ class EmulatorApp:
         key = bearer(request.headers.get("Authorization"))
         engine.note_request(endpoint, key)
         raw = await request.read()
-        spoilt = await self._request_faults(request, endpoint, None, after=False)
+        params = decode_params(raw, request.headers.get("Content-Type"))
+        prompt = engine.prompt_of(endpoint, params)
+        spoilt = await self._request_faults(request, endpoint, prompt, None, after=False)
         if spoilt is not None:
             return spoilt
-        params = decode_params(raw, request.headers.get("Content-Type"))
         base_url = f"{request.scheme}://{request.host}"
         answer = engine.call(endpoint, key, params, base_url)
-        spoilt = await self._request_faults(request, endpoint, answer, after=True)
+        spoilt = await self._request_faults(request, endpoint, prompt, answer, after=True)
         if spoilt is not None:
             return spoilt
         return self._respond(endpoint, answer)
 
     async def _request_faults(
-        self, request: web.Request, endpoint: str, answer: Answer | None, *, after: bool
+        self,
+        request: web.Request,
+        endpoint: str,
+        prompt: str | None,
+        answer: Answer | None,
+        *,
+        after: bool,
     ) -> web.StreamResponse | None:
+        """Apply the request faults that fit the call: a delay, then at most one spoiler."""
         faults = self.engine.faults
-        delay = faults.take("request", endpoint, kinds=("delay",), after_processing=after)
+        where: dict[str, Any] = {"after_processing": after, "prompt": prompt}
+        delay = faults.take("request", endpoint, kinds=("delay",), **where)
         if delay is not None:
             self.engine.note_event("delays")
             await asyncio.sleep(delay.seconds)
-        rule = faults.take("request", endpoint, kinds=_SPOILERS, after_processing=after)
+        rule = faults.take("request", endpoint, kinds=_SPOILERS, **where)
         return None if rule is None else self._spoil(request, endpoint, rule, answer)
 
     def _respond(self, endpoint: str, answer: Answer) -> web.Response:
@@ -240,7 +244,7 @@ class EmulatorApp:
         if rule.kind == "malformed_json":
             text = rule.body
             if text is None:
-                full = _dumps(answer.body) if answer is not None else '{"status": 200, "taskId": "x"}'
+                full = dumps(answer.body) if answer is not None else '{"status": 200, "taskId": "x"}'
                 text = full[: max(1, len(full) // 2)]
             note(endpoint, "malformed", 200)
             return web.Response(text=text, status=200, content_type="application/json")
@@ -257,6 +261,8 @@ class EmulatorApp:
             )
             note(endpoint, str(code), code)
             return web.Response(text=page, status=code, headers=headers, content_type="text/html")
+        if rule.body_only is None:  # as the service answers its own errors
+            return self._respond(endpoint, error(code, message, headers=headers))
         http_status = 200 if rule.body_only else code
         note(endpoint, str(code), http_status)
         return _json_response({"status": code, "errMessage": message}, http_status, headers)
@@ -276,7 +282,7 @@ class EmulatorApp:
         level = self.engine.config.png_compress_level
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(self.executor, self._png, task, ref, size, level)
-        slow = self.engine.faults.take("image", None, kinds=("slow_body",))
+        slow = self.engine.faults.take("image", None, kinds=("slow_body",), prompt=task.prompt)
         if slow is not None:
             self.engine.note_event("slow_bodies")
             return await _send_slowly(request, data, slow.seconds)
@@ -302,6 +308,10 @@ class EmulatorApp:
     async def tasks(self, _request: web.Request) -> web.Response:
         """Every task, so a test can count duplicates after an ambiguous failure."""
         return _json_response({"tasks": self.engine.task_list()})
+
+    async def webhook_log(self, _request: web.Request) -> web.Response:
+        """Every webhook POST sent (time, shortened URL, task, attempt, HTTP status answered)."""
+        return _json_response({"deliveries": self.engine.webhook_log()})
 
     async def list_faults(self, _request: web.Request) -> web.Response:
         """List the rules, with how often each has fired."""
@@ -399,36 +409,11 @@ class EmulatorApp:
         """Advance the clock-driven engine so webhooks fire even when nobody polls."""
         while True:
             try:
-                for url, body in self.engine.drain_webhooks():
-                    delivery = asyncio.create_task(self.deliver_webhook(url, body))
-                    self._deliveries.add(delivery)
-                    delivery.add_done_callback(self._deliveries.discard)
+                for delivery in self.engine.drain_webhooks():
+                    self.webhooks.dispatch(delivery)
             except Exception:  # never let a bug stop the clock
                 log.exception("emulator tick failed")
             await asyncio.sleep(_TICK_SECONDS)
-
-    async def deliver_webhook(self, url: str, body: dict[str, Any]) -> None:
-        """POST one progress body; failures are counted and logged, never retried (like siblings)."""
-        engine = self.engine
-        if engine.faults.take("webhook", None, kinds=("drop_webhooks",)) is not None:
-            engine.note_webhook("suppressed")
-            return
-        engine.note_webhook("attempted")
-        assert self._session is not None
-        timeout = ClientTimeout(total=engine.config.webhook_timeout)
-        try:
-            async with self._session.post(
-                url,
-                data=_dumps(body).encode("utf-8"),
-                timeout=timeout,
-                headers={"Content-Type": "application/json"},
-            ) as response:
-                await response.read()
-                ok = 200 <= response.status < 300
-        except (ClientError, TimeoutError, OSError) as exc:
-            log.warning("webhook delivery for task %s failed: %s", body.get("taskId"), exc)
-            ok = False
-        engine.note_webhook("succeeded" if ok else "failed")
 
 
 def _draw(task: Task, variant: str, size: int) -> Any:

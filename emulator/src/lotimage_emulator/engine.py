@@ -13,7 +13,6 @@ and the tallies in :mod:`.stats`.
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -23,8 +22,10 @@ from typing import Any
 from lotimage_emulator import rules
 from lotimage_emulator.config import EmulatorConfig
 from lotimage_emulator.faults import FaultBook
+from lotimage_emulator.links import PictureLinks
 from lotimage_emulator.models import (
     Answer,
+    Delivery,
     ImageRef,
     KeyState,
     Task,
@@ -54,9 +55,9 @@ class Engine:
     def _reset_state(self) -> None:
         """Start from nothing: used at creation and by :meth:`reset`, so both agree."""
         self.tasks: dict[str, Task] = {}
-        self.images: dict[str, ImageRef] = {}
+        self.links = PictureLinks()
         self._keys: dict[str, KeyState] = {}
-        self._webhooks: list[tuple[str, dict[str, Any]]] = []
+        self._webhooks: list[Delivery] = []
         self.counters = Counters()
         #: Days added to today's UTC date for the daily quota (:meth:`next_day`).
         self._day_offset = 0
@@ -103,10 +104,40 @@ class Engine:
         with self._lock:
             self.counters.events[name] += 1
 
-    def note_webhook(self, outcome: str) -> None:
-        """Count a webhook outcome: attempted, succeeded, failed or suppressed."""
+    def note_webhook(self, outcome: str, times: int = 1) -> None:
+        """Count a webhook event: attempted, succeeded, failed, suppressed, delayed or duplicated."""
         with self._lock:
-            self.counters.webhooks[outcome] += 1
+            self.counters.webhooks[outcome] += times
+
+    def note_delivery(self, record: dict[str, Any]) -> None:
+        """Record one webhook POST that was answered or failed, and count its outcome."""
+        with self._lock:
+            self.counters.deliveries.append(record)
+            self.counters.webhooks[record["outcome"]] += 1
+
+    def webhook_log(self) -> list[dict[str, Any]]:
+        """Every webhook POST recorded (oldest first; the latest :data:`~.stats.DELIVERY_LOG_SIZE`)."""
+        with self._lock:
+            return [dict(record) for record in self.counters.deliveries]
+
+    def prompt_of(self, endpoint: str, params: dict[str, Any] | None) -> str | None:
+        """Return the prompt an API call is about, for fault rules that pick a prompt.
+
+        An ``imagine``'s own prompt; for ``button`` and ``task/progress`` the prompt of the task the
+        call names (a button task inherits its parent's). ``None`` when there is none to know:
+        undecodable body, no such task.
+        """
+        if params is None:
+            return None
+        if endpoint == "imagine":
+            prompt = params.get("prompt")
+            return prompt if isinstance(prompt, str) else None
+        task_id = params.get("taskId")
+        if not isinstance(task_id, str):
+            return None
+        with self._lock:
+            task = self.tasks.get(task_id.strip())
+            return task.prompt if task is not None else None
 
     # -------------------------------------------------------------------------------- endpoints
     def _gate(self, key: str | None) -> Answer | None:
@@ -260,13 +291,13 @@ class Engine:
 
     def _doom(self, task: Task, endpoint: str) -> None:
         """Apply the task faults, decided at creation so the outcome is fixed however one polls."""
-        rule = self.faults.take("task", endpoint, kinds=("fail_task", "stall"))
+        rule = self.faults.take("task", endpoint, kinds=("fail_task", "stall"), prompt=task.prompt)
         if rule is not None:
             task.end_state = "failed" if rule.kind == "fail_task" else "stalled"
             task.end_progress = int(rule.progress or 0)
             task.fail_status = int(rule.status or 400)
             task.fail_message = rule.err_message or ""
-        if self.faults.take("task", endpoint, kinds=("no_image_url",)) is not None:
+        if self.faults.take("task", endpoint, kinds=("no_image_url",), prompt=task.prompt) is not None:
             task.no_image_url = True
 
     # ----------------------------------------------------------------------------- simulation
@@ -298,36 +329,36 @@ class Engine:
         task.state, task.ended = task.end_state, at
         if task.state == "finished" and not task.no_image_url:
             for variant in task.picture_variants:
-                task.images[variant] = self._issue(task, variant, at)
+                self.links.issue(task, variant, at)
         if task.webhook and task.state in ("finished", "failed"):
-            self._webhooks.append((task.webhook, self._progress_body(task, shaped=False)))
-
-    def _issue(self, task: Task, variant: str, at: float) -> str:
-        """Issue a new unguessable picture link token; its age decides when the link expires."""
-        token = secrets.token_urlsafe(18)
-        self.images[token] = ImageRef(task.id, variant, at)
-        return token
+            body = self._progress_body(task, shaped=False)
+            self._webhooks.append(Delivery(task.webhook, body, task.id, task.endpoint, task.prompt))
 
     def _progress_body(self, task: Task, *, shaped: bool) -> dict[str, Any]:
-        """Build the ``task/progress`` body; ``shaped`` applies the progress faults (not for webhooks)."""
+        """Build the ``task/progress`` body of ``task`` as it is now.
+
+        ``shaped`` (an API read, not a webhook) renews expired links and applies the progress faults.
+        """
         now = self.clock()
+        if shaped:
+            renewed = self.links.renew(task, now, self.config.image_ttl_seconds)
+            if renewed:  # counted once it happens, like every event
+                self.counters.events["links_renewed"] += renewed
         progress = task.progress_at(now)
         body = rules.progress_body(task, progress)
         if not shaped:
             return body
         if task.state in ("queued", "running", "stalled") and self.faults.take(
-            "progress", "progress", kinds=("preview_url",)
+            "progress", "progress", kinds=("preview_url",), prompt=task.prompt
         ):
-            token = task.images.get("preview")
-            if token is None:
-                token = task.images["preview"] = self._issue(task, "preview", now)
+            token = task.images.get("preview") or self.links.issue(task, "preview", now)
             body["imageUrl"] = task.url(token)
-        rule = self.faults.take("progress", "progress", kinds=("progress_format",))
+        rule = self.faults.take("progress", "progress", kinds=("progress_format",), prompt=task.prompt)
         if rule is not None:
             body["progress"] = format_progress(progress, rule.format)
         return body
 
-    def drain_webhooks(self) -> list[tuple[str, dict[str, Any]]]:
+    def drain_webhooks(self) -> list[Delivery]:
         """Advance time and hand over the webhook deliveries that became due."""
         with self._lock:
             self.advance()
@@ -340,12 +371,12 @@ class Engine:
         with self._lock:
             events = self.counters.events
             events["image_requests"] += 1
-            ref = self.images.get(token)
+            ref = self.links.find(token)
             task = self.tasks.get(ref.task_id) if ref else None
             if ref is None or task is None:
                 return "missing", None, None
             limit = self.config.image_ttl_seconds if ttl is None else ttl
-            if self.clock() - ref.issued >= limit:
+            if self.links.expired(ref, self.clock(), limit):
                 events["image_expired"] += 1
                 return "expired", task, ref
             events["images_served"] += 1

@@ -9,7 +9,9 @@ share them without import cycles and tests can reason about them in isolation.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import re
 import secrets
 import string
 from collections import deque
@@ -20,11 +22,29 @@ from typing import Any
 #: The progress values a running task shows, one per seventh of its duration, then 100.
 PROGRESS_STEPS: tuple[int, ...] = (0, 15, 31, 46, 62, 78, 93, 100)
 TASK_STATES: tuple[str, ...] = ("queued", "running", "finished", "failed", "stalled")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def key_id(key: str) -> str:
-    """Return a stable, non-secret label for a key, used in statistics instead of the key itself."""
-    return "key-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:10]
+    r"""Return a stable, non-secret label for a key, used in statistics instead of the key itself.
+
+    ``surrogatepass`` because a key set through the admin API is decoded JSON, which may hold a
+    lone surrogate (``"\ud800"``) that strict UTF-8 refuses to encode. Any other key encodes to
+    the same bytes either way, so labels already handed out do not change, and a surrogate's bytes
+    are never valid UTF-8, so such a key never shares a label with another.
+    """
+    return "key-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+
+
+def dumps(body: Any) -> str:
+    r"""Serialise JSON as UTF-8 text, escaping only lone surrogates (as ``\ud800``).
+
+    A JSON body may carry a lone surrogate (``"\ud800"`` decodes to one), which UTF-8 cannot
+    encode; escaping it as JavaScript's ``JSON.stringify`` does keeps every answer sendable and the
+    client reads back the string it sent. Everything else stays as it is (emoji buttons included).
+    """
+    text = json.dumps(body, ensure_ascii=False)
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def new_task_id() -> str:
@@ -55,6 +75,17 @@ class Answer:
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     task_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A webhook POST the engine owes: the body, where to, and what fault rules may pick it by."""
+
+    url: str
+    body: dict[str, Any]
+    task_id: str
+    endpoint: str  # the call that created the task: imagine or button
+    prompt: str
 
 
 @dataclass
@@ -131,6 +162,11 @@ class Task:
         if self.cutting and self.is_grid:
             variants += ["q1", "q2", "q3", "q4"]
         return variants
+
+    @property
+    def endpoint(self) -> str:
+        """The paid call that created the task: ``imagine``, or ``button`` for every other kind."""
+        return "imagine" if self.kind == "imagine" else "button"
 
     def url(self, token: str) -> str:
         """Return a picture link on the base URL the client used, so it works behind any host name."""

@@ -8,7 +8,7 @@ happened, this module only tallies it and renders the documented shapes of ``sta
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
 from lotimage_emulator.models import TASK_STATES, iso_z, key_id
@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 _REQUEST_ENDPOINTS = ("imagine", "progress", "button")
 _PAID_ENDPOINTS = ("imagine", "button")
 _WEBHOOK_OUTCOMES = ("attempted", "succeeded", "failed", "suppressed")
+#: Webhook fault tallies, listed once they are not zero: the four outcomes above were the whole
+#: ``webhooks`` object before these faults existed, and tests compare it as a whole.
+_WEBHOOK_FAULTS = ("delayed", "duplicated")
+#: Webhook POSTs kept for ``webhook_log()``: the latest ones, so a long load run stays bounded.
+DELIVERY_LOG_SIZE = 10_000
 
 
 class Counters:
@@ -34,6 +39,8 @@ class Counters:
         self.answers_by_endpoint: dict[str, Counter[str]] = {}
         self.events: Counter[str] = Counter()
         self.webhooks: Counter[str] = Counter()
+        #: One record per webhook POST (see ``Emulator.webhook_log``), oldest first.
+        self.deliveries: deque[dict[str, Any]] = deque(maxlen=DELIVERY_LOG_SIZE)
         #: Wall-clock (epoch) seconds of the first/last paid submission and picture served.
         self.timeline: dict[str, float] = {}
 
@@ -76,7 +83,8 @@ class Counters:
             "max_calls_per_second": max(peaks.values(), default=0),
             "calls_by_key": {key_id(key): state.calls for key, state in keys.items()},
             "quota_used": {key_id(key): state.quota_used for key, state in keys.items()},
-            "webhooks": {name: self.webhooks[name] for name in _WEBHOOK_OUTCOMES},
+            "webhooks": {name: self.webhooks[name] for name in _WEBHOOK_OUTCOMES}
+            | {name: self.webhooks[name] for name in _WEBHOOK_FAULTS if self.webhooks[name]},
             "tasks": {name: states[name] for name in TASK_STATES} | {"total": len(tasks)},
             "events": dict(self.events),
             "faults": faults,
