@@ -45,17 +45,24 @@ def _install_airflow_shims() -> None:
 
 _install_airflow_shims()
 
-#: How `make test` schedules the suite, decided here only. Tests in these folders start real Airflow
-#: deployments (CPU-heavy, timing-sensitive): marked ``serial``, they run one at a time in a pytest
-#: run of their own. The tests in SLEEP_BOUND spend minutes waiting at the key's real rate with
-#: almost no CPU: marked ``sleep_bound``, they run beside the serial ones. Every other test runs in
-#: the test process itself and is safe to run in pytest-xdist workers (``-n``).
-SERIAL_FOLDERS = ("tests/deployment/", "tests/distributed/")
+#: How `make test` schedules the suite, decided here only (scripts/run-tests.sh runs it). Tests
+#: marked ``serial`` run one at a time, in a pytest run of their own: real Airflow deployments
+#: (CPU-heavy, timing-sensitive), and tests whose processes share one key's budget and are timed
+#: against its real rate (a process of theirs scheduled late by busy neighbours would look like a
+#: burst). Tests marked ``sleep_bound`` spend minutes waiting at the key's real rate with almost no
+#: CPU: they run beside the serial ones. Every other test runs in pytest-xdist workers (``-n``).
+SERIAL = (
+    "tests/deployment/",
+    "tests/distributed/",
+    "tests/ratelimit/test_hooks_share_the_key.py",
+    "tests/ratelimit/test_shared_budget.py",
+    "tests/unit/test_ratelimit.py",
+)
 SLEEP_BOUND = ("tests/triggers/test_many_triggers.py",)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "serial: starts real Airflow deployments; never under xdist (-n)")
+    config.addinivalue_line("markers", "serial: runs one at a time, never in an xdist worker (-n)")
     config.addinivalue_line("markers", "sleep_bound: waits at the key's real rate; runs beside serial tests")
 
 
@@ -64,14 +71,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by where it is (before ``-m`` selects)."""
     for item in items:
         where = item.path.resolve().relative_to(REPO_ROOT).as_posix()
-        if where.startswith(SERIAL_FOLDERS):
+        if where.startswith(SERIAL):
             item.add_marker(pytest.mark.serial)
-        elif where in SLEEP_BOUND:
+        elif where.startswith(SLEEP_BOUND):
             item.add_marker(pytest.mark.sleep_bound)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Refuse to run real deployments in xdist workers: they would contend for the CPU they time."""
+    """Refuse to run serial tests in xdist workers: they would contend for the CPU they time."""
     if _XDIST_WORKER and item.get_closest_marker("serial"):
         pytest.fail("tests marked serial run without -n (the others: -m 'not serial')", pytrace=False)
 
