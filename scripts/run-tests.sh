@@ -3,8 +3,8 @@
 #
 # 1. every test that runs in the test process itself, in four pytest-xdist workers (on 2 cores
 #    most of them wait on sockets and timers; four workers measured fastest, ahead of three and six);
-# 2. the tests marked serial (real Airflow deployments: CPU-heavy and timing-sensitive), one at
-#    a time, in a run of their own;
+# 2. then the tests marked serial (real Airflow deployments, processes timed against the key's
+#    real rate), one at a time, in a run of their own;
 # 3. beside run 2, the tests marked sleep_bound (minutes of waiting at the key's real rate, almost
 #    no CPU); their output is shown after run 2's.
 #
@@ -31,7 +31,13 @@ passed "$status" || failed=1
 echo "run-tests.sh: in-process tests took $((SECONDS - started)) s" >&2
 
 beside_log="$(mktemp "${TMPDIR:-/tmp}/lotimage-sleep-bound.XXXXXX")"
-"${PYTEST[@]}" -m sleep_bound "$@" >"$beside_log" 2>&1 &
+# Two test processes at once: when the caller gives the AIRFLOW_HOME (scripts/test-airflow.sh), the
+# run beside gets a folder of its own in it (otherwise each pytest run makes its own anyway).
+beside_env=()
+if [ -n "${LOTIMAGE_TEST_AIRFLOW_HOME:-}" ]; then
+    beside_env=(env LOTIMAGE_TEST_AIRFLOW_HOME="$LOTIMAGE_TEST_AIRFLOW_HOME/sleep-bound")
+fi
+"${beside_env[@]}" "${PYTEST[@]}" -m sleep_bound "$@" >"$beside_log" 2>&1 &
 beside=$!
 trap 'kill "$beside" 2>/dev/null || true; rm -f "$beside_log"' EXIT
 started=$SECONDS

@@ -37,14 +37,14 @@ VENV=".venv-$STAGE"
 STAMP="$VENV/.installed"
 PIP=("$VENV/bin/pip" install --quiet --disable-pip-version-check)
 
-# The newest installed patch release of Python PY_VERSION: pyenv's, then pythonPY_VERSION on PATH
-# (each asked for its version: a pyenv shim exists even where it cannot run).
+# The newest installed patch release of Python PY_VERSION: pyenv's (`pyenv root`, or PYENV_ROOT or
+# ~/.pyenv when pyenv is not on PATH), then pythonPY_VERSION on PATH; each is asked for its version
+# (a pyenv shim exists even where it cannot run).
 find_python() {
-    local candidate
+    local candidate pyenv_root
+    pyenv_root="$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")"
     {
-        if command -v pyenv >/dev/null 2>&1; then
-            compgen -G "$(pyenv root)/versions/$PY_VERSION.*/bin/python$PY_VERSION" | sort -rV
-        fi
+        compgen -G "$pyenv_root/versions/$PY_VERSION.*/bin/python$PY_VERSION" | sort -rV || true
         command -v "python$PY_VERSION" || true
     } | while read -r candidate; do
         if "$candidate" -c "import sys; sys.exit(f'{sys.version_info[0]}.{sys.version_info[1]}' != '$PY_VERSION')" \
