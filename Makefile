@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 # The reduced stages of `make test`, AIRFLOW-pyPYTHON: the unit, emulator and DAG tests on one
 # Airflow minor and one Python, each in its own venv from constraints/airflow-AIRFLOW-pyPYTHON.txt
 # (scripts/test-airflow.sh). With the whole suite's Airflow 3.3 on Python 3.11, every supported
-# Airflow (3.1, 3.2, 3.3) and every claimed Python (3.11, 3.12, 3.13) runs at least once.
-STAGES := 3.1-py3.12 3.2-py3.13 3.3-py3.13
+# Airflow (3.1, 3.2, 3.3) and every claimed Python (3.11, 3.12, 3.13) runs at least once. A stage
+# is added with its constraints file and its name here (README, Version policy).
+STAGES := 3.1-py3.12 3.2-py3.13
 STAGE_TARGETS := $(addprefix test-airflow-,$(STAGES))
 
 .PHONY: demo test test-airflow-3.3 $(STAGE_TARGETS) bench clean
@@ -25,8 +26,8 @@ demo: $(STAMP)
 # then the reduced stages.
 test: test-airflow-3.3 $(STAGE_TARGETS)
 
-# In-process tests in pytest-xdist workers, then the real deployments one at a time, with the
-# thousand-trigger test beside them (scripts/run-tests.sh).
+# In-process tests in pytest-xdist workers, then the serial ones (real deployments, tests timed
+# at a key's real rate) one at a time (scripts/run-tests.sh).
 test-airflow-3.3: $(STAMP)
 	bash scripts/system-packages.sh
 	$(BIN)/ruff check airflow_provider_lotimage tests example_dags benchmarks airflow_harness emulator

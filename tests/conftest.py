@@ -46,35 +46,31 @@ def _install_airflow_shims() -> None:
 _install_airflow_shims()
 
 #: How `make test` schedules the suite, decided here only (scripts/run-tests.sh runs it). Tests
-#: marked ``serial`` run one at a time, in a pytest run of their own: real Airflow deployments
-#: (CPU-heavy, timing-sensitive), and tests whose processes share one key's budget and are timed
-#: against its real rate (a process of theirs scheduled late by busy neighbours would look like a
-#: burst). Tests marked ``sleep_bound`` spend minutes waiting at the key's real rate with almost no
-#: CPU: they run beside the serial ones. Every other test runs in pytest-xdist workers (``-n``).
+#: marked ``serial`` run one at a time, after the others, in a pytest run of their own: the real
+#: Airflow deployments (CPU-heavy, timing-sensitive), and the tests whose processes are timed
+#: against a key's real rate (a call held up by a busy neighbour looks like a burst to the emulator,
+#: which answers 429): the thousand-trigger test among them, which saw two 429s in one run beside
+#: the deployments. Every other test runs in pytest-xdist workers (``-n``).
 SERIAL = (
     "tests/deployment/",
     "tests/distributed/",
     "tests/ratelimit/test_hooks_share_the_key.py",
     "tests/ratelimit/test_shared_budget.py",
+    "tests/triggers/test_many_triggers.py",
     "tests/unit/test_ratelimit.py",
 )
-SLEEP_BOUND = ("tests/triggers/test_many_triggers.py",)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "serial: runs one at a time, never in an xdist worker (-n)")
-    config.addinivalue_line("markers", "sleep_bound: waits at the key's real rate; runs beside serial tests")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by where it is (before ``-m`` selects)."""
     for item in items:
-        where = item.path.resolve().relative_to(REPO_ROOT).as_posix()
-        if where.startswith(SERIAL):
+        if item.path.resolve().relative_to(REPO_ROOT).as_posix().startswith(SERIAL):
             item.add_marker(pytest.mark.serial)
-        elif where.startswith(SLEEP_BOUND):
-            item.add_marker(pytest.mark.sleep_bound)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
