@@ -50,12 +50,15 @@ _install_airflow_shims()
 #: Airflow deployments (CPU-heavy, timing-sensitive), and the tests whose processes are timed
 #: against a key's real rate (a call held up by a busy neighbour looks like a burst to the emulator,
 #: which answers 429): the thousand-trigger test among them, which saw two 429s in one run beside
-#: the deployments. Every other test runs in pytest-xdist workers (``-n``).
+#: the deployments; and the outage rows, whose 3-second outage must outlast a retry loop and a
+#: poll (in xdist workers one row once saw only a loop's worth of failed reads). Every other test
+#: runs in pytest-xdist workers (``-n``).
 SERIAL = (
     "tests/deployment/",
     "tests/distributed/",
     "tests/ratelimit/test_hooks_share_the_key.py",
     "tests/ratelimit/test_shared_budget.py",
+    "tests/reliability/test_outages.py",
     "tests/triggers/test_many_triggers.py",
     "tests/unit/test_ratelimit.py",
 )
