@@ -2,7 +2,9 @@
 # Build the two distributions (provider and emulator: sdist + wheel), check them with
 # `twine check --strict`, and check what each holds: the provider's wheel only what runs in
 # Airflow (no emulator, tests or examples), its sdist the examples, tests and docs; the emulator's
-# wheel no Airflow requirement. Builds without isolation from the venv's setuptools (pinned).
+# wheel no Airflow requirement. Both claim exactly the Pythons `make test` runs: PYTHON's own (the
+# whole suite's) and those of the reduced stages (constraints/airflow-*-pyX.Y.txt), from the lowest
+# of them up (Requires-Python). Builds without isolation from the venv's setuptools (pinned).
 #
 # Usage: scripts/check-dists.sh [PYTHON]   (default .venv/bin/python); leaves the files in dist/.
 set -euo pipefail
@@ -37,5 +39,14 @@ emu = zipfile.ZipFile(emu_wheel)
 meta = next(n for n in emu.namelist() if n.endswith("METADATA"))
 requires = [l for l in emu.read(meta).decode().splitlines() if l.startswith("Requires-Dist:")]
 assert not [r for r in requires if "airflow" in r.lower()], requires
+tested = {f"{sys.version_info[0]}.{sys.version_info[1]}"}
+tested |= {path.stem.rsplit("-py", 1)[1] for path in (out.parent / "constraints").glob("airflow-*-py*.txt")}
+lowest = min(tested, key=lambda version: tuple(map(int, version.split("."))))
+for built in (wheel, emu_wheel):
+    archive = zipfile.ZipFile(built)
+    lines = archive.read(next(n for n in archive.namelist() if n.endswith("METADATA"))).decode().splitlines()
+    claimed = {l.rsplit(" :: ", 1)[1] for l in lines if l.startswith("Classifier: Programming Language :: Python :: 3.")}
+    assert claimed == tested, f"{built.name} claims Python {sorted(claimed)}; make test runs {sorted(tested)}"
+    assert f"Requires-Python: >={lowest}" in lines, (built.name, lowest)
 print(f"distributions OK: {', '.join(sorted(p.name for p in out.iterdir()))}")
 PY

@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -248,11 +249,20 @@ def test_read_timeout_after_submit_is_ambiguous(
     assert lotimage_emulator.stats()["requests"]["button"] == 1
 
 
-def test_connection_refused_is_safe_to_resend(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """A loopback URL that refuses connections: its port stays bound, not listening, for the test.
+
+    Linux answers a connection with a reset, and no other process (another pytest-xdist worker,
+    say) can start listening there meanwhile.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    hook = connect(monkeypatch, f"http://127.0.0.1:{port}", "k")
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_connection_refused_is_safe_to_resend(monkeypatch: pytest.MonkeyPatch, refused_url: str) -> None:
+    hook = connect(monkeypatch, refused_url, "k")
     with pytest.raises(ServiceUnreachableError):
         hook.imagine("a cat")
 
@@ -409,6 +419,7 @@ def test_every_retry_loop_ends_as_documented(
     monkeypatch: pytest.MonkeyPatch,
     waits: dict[str, list[float]],
     capfd: pytest.CaptureFixture[str],
+    refused_url: str,
     loop: str,
     outage: str,
 ) -> None:
@@ -423,9 +434,7 @@ def test_every_retry_loop_ends_as_documented(
     emulator = lotimage_emulator_factory(rate_limit=100.0)
     url = emulator.url
     if fault is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            url = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed again: connections are refused
+        url = refused_url
     else:
         emulator.add_fault(str(fault["kind"]), count=None, **{k: v for k, v in fault.items() if k != "kind"})
     conn = {"conn_type": "lotimage", "host": url, "password": lotimage_api_key}

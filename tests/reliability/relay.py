@@ -5,6 +5,7 @@ request whose bytes contain ``starts_on`` (by default a ``task/progress`` read: 
 waiting task) begins the outage: the relay closes its listening socket, so the kernel refuses every
 ``connect()`` to the port (``ECONNREFUSED``, no mock anywhere), and cuts every open connection,
 that read's included. ``seconds`` later it listens on the same port again and forwards as before.
+Meanwhile the port stays bound, not listening: refused, and not free for another process to take.
 """
 
 from __future__ import annotations
@@ -39,18 +40,18 @@ class RefusingRelay:
         self._open: set[socket.socket] = set()
         self._closed = False
         self._timer: threading.Timer | None = None
-        self._listener = self._listen(0)
+        self._listener = self._bind(0)
+        self._listener.listen(64)
         self.port: int = self._listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._serve(self._listener)
 
     # -- listening ---------------------------------------------------------------------------------
     @staticmethod
-    def _listen(port: int) -> socket.socket:
+    def _bind(port: int) -> socket.socket:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", port))
-        listener.listen(64)
         return listener
 
     def _serve(self, listener: socket.socket) -> None:
@@ -92,6 +93,10 @@ class RefusingRelay:
                 return False
             self.outage_began = time.time()
             self._shut(self._listener)
+            try:  # bound without listening: the kernel refuses connect()s, and the port stays ours
+                self._listener = self._bind(self.port)
+            except OSError as error:  # the port was taken meanwhile: the test must not pass
+                self.error = error
             self.cut = len(self._open) // 2
             for conn in list(self._open):
                 self._shut(conn)
@@ -103,11 +108,11 @@ class RefusingRelay:
 
     def _end_outage(self) -> None:
         with self._lock:
-            if self._closed:
+            if self._closed or self.error is not None:
                 return
             try:
-                self._listener = self._listen(self.port)
-            except OSError as error:  # the port was taken meanwhile: the test must not pass
+                self._listener.listen(64)
+            except OSError as error:
                 self.error = error
                 return
             self.outage_ended = time.time()
