@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink
 
-from airflow_provider_lotimage.redaction import redact_url
+from airflow_provider_lotimage.client.redaction import redact_url
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator, Context, TaskInstanceKey

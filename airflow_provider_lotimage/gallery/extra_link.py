@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from airflow_provider_lotimage.api import DEFAULT_BASE_URL
+from airflow_provider_lotimage.client.contract import DEFAULT_BASE_URL
 from airflow_provider_lotimage.gallery import records, settings
 from airflow_provider_lotimage.gallery.index import PICTURE_NAME
 from airflow_provider_lotimage.gallery.pages import Urls
 from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY
-from airflow_provider_lotimage.picture_store import safe_task_id
+from airflow_provider_lotimage.storage.store import safe_task_id
 
 #: Where LotImage's pictures are served (the contract: Discord's CDN), plus the service itself.
 PICTURE_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net", urlsplit(DEFAULT_BASE_URL).hostname})

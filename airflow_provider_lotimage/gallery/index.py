@@ -23,8 +23,8 @@ from typing import Any
 
 from airflow_provider_lotimage.gallery import files
 from airflow_provider_lotimage.gallery.lru import LRU
-from airflow_provider_lotimage.images import DEFAULT_MAX_BYTES, PICTURE_FORMATS
-from airflow_provider_lotimage.picture_store import safe_task_id
+from airflow_provider_lotimage.storage.images import DEFAULT_MAX_BYTES, PICTURE_FORMATS
+from airflow_provider_lotimage.storage.store import safe_task_id
 
 #: A picture name SaveImagesOperator writes; anything else is never read.
 PICTURE_NAME = re.compile(

@@ -35,7 +35,7 @@ from pathlib import Path
 from airflow_provider_lotimage.gallery import files, settings
 from airflow_provider_lotimage.gallery.index import Picture, read_verified
 from airflow_provider_lotimage.gallery.lru import LRU
-from airflow_provider_lotimage.images import PICTURE_FORMATS
+from airflow_provider_lotimage.storage.images import PICTURE_FORMATS
 
 #: Longest side, in pixels: sharp at about 190 CSS pixels on a 2x screen.
 SIZE = 384

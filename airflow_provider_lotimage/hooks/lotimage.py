@@ -11,25 +11,26 @@ from airflow.providers.common.compat.connection import get_async_connection, get
 from airflow.providers.common.compat.sdk import BaseHook
 from asgiref.sync import sync_to_async
 
-from airflow_provider_lotimage import api, connection_form
-from airflow_provider_lotimage.api import TaskProgress
-from airflow_provider_lotimage.connection import ConnectionSettings, read_settings
-from airflow_provider_lotimage.exceptions import AuthError, LotImageError, TaskNotFoundError, TransientError
-from airflow_provider_lotimage.redaction import aregister_secret, register_secret
-from airflow_provider_lotimage.retry import RetryPolicy
-from airflow_provider_lotimage.transport import Call, Reply, SyncTransport, requests_session
-from airflow_provider_lotimage.validation import (
+from airflow_provider_lotimage.client import contract as api
+from airflow_provider_lotimage.client.contract import TaskProgress
+from airflow_provider_lotimage.client.progress import DEFAULT_STALL_TIMEOUT, ProgressWatch
+from airflow_provider_lotimage.client.redaction import aregister_secret, register_secret
+from airflow_provider_lotimage.client.retry import RetryPolicy
+from airflow_provider_lotimage.client.settings import ConnectionSettings, read_settings
+from airflow_provider_lotimage.client.transport import Call, Reply, SyncTransport, requests_session
+from airflow_provider_lotimage.client.validation import (
     validate_button,
     validate_cutting,
     validate_prompt,
     validate_task_id,
     validate_webhook,
 )
+from airflow_provider_lotimage.exceptions import AuthError, LotImageError, TaskNotFoundError, TransientError
+from airflow_provider_lotimage.utils import connection_form
 from airflow_provider_lotimage.version_compat import HAS_DECLARATIVE_CONNECTION_FORM
-from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWatch
 
 if TYPE_CHECKING:
-    from airflow_provider_lotimage.async_transport import AsyncTransport
+    from airflow_provider_lotimage.client.async_transport import AsyncTransport
 
 T = TypeVar("T")
 
@@ -96,7 +97,7 @@ class LotImageHook(BaseHook):
         """The sync transport, built on first use from the connection.
 
         The key is registered with Airflow's masker as soon as it is read, in every form it takes
-        (:func:`~airflow_provider_lotimage.redaction.register_secret`).
+        (:func:`~airflow_provider_lotimage.client.redaction.register_secret`).
         """
         if self._sync is None:
             conn = self.get_connection(self.lotimage_conn_id)
@@ -115,7 +116,7 @@ class LotImageHook(BaseHook):
         if self._async is None:
             # Imported here: aiohttp is a fifth of a second to import, and only the triggerer
             # needs it; every worker run of a task imports this module.
-            from airflow_provider_lotimage.async_transport import AsyncTransport
+            from airflow_provider_lotimage.client.async_transport import AsyncTransport
 
             conn = await get_async_connection(self.lotimage_conn_id, hook=self)
             settings = read_settings(conn, await get_async_extra_dejson(conn))
@@ -214,18 +215,18 @@ class LotImageHook(BaseHook):
     ) -> TaskProgress:
         """Poll until the task is finished, blocking the calling thread.
 
-        Reads follow :meth:`~airflow_provider_lotimage.waiting.ProgressWatch.next_poll_in`: each
+        Reads follow :meth:`~airflow_provider_lotimage.client.progress.ProgressWatch.next_poll_in`: each
         spends one of the key's calls, so an adaptive wait reads when the task is likely to have
         moved or finished rather than every ``poll_interval``.
 
         :param lotimage_task_id: the task to wait for.
         :param poll_interval: seconds between reads (adaptive: the base of the schedule, whose
-            longest gap is :data:`~airflow_provider_lotimage.waiting.MAX_POLL_FACTOR` times it).
+            longest gap is :data:`~airflow_provider_lotimage.client.progress.MAX_POLL_FACTOR` times it).
         :param timeout: seconds the whole wait may take (None: no limit).
         :param stall_timeout: seconds without progress after which the task counts as stalled.
         :param on_progress: called with the percentage whenever it moves.
         :param kind: the kind of a task just submitted (``KIND_IMAGINE``, or
-            :func:`~airflow_provider_lotimage.waiting.kind_of_button`): the first read then comes
+            :func:`~airflow_provider_lotimage.client.progress.kind_of_button`): the first read then comes
             near its typical end instead of at once, when it could only show 0 %. None: unknown,
             read at once (the task may be long finished).
         :param adaptive: False reads every ``poll_interval``, as a fixed schedule.

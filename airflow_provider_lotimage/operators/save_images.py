@@ -2,13 +2,13 @@
 
 LotImage hands out signed CDN links that stop working after about 24 hours, so a pipeline must store
 the pictures in the same run. This operator downloads them (bounded in size and time, see
-:mod:`airflow_provider_lotimage.images`), writes them to any ``ObjectStoragePath`` with a JSON
+:mod:`airflow_provider_lotimage.storage.images`), writes them to any ``ObjectStoragePath`` with a JSON
 sidecar each, and announces the destination as an Airflow Asset.
 
 Decisions, and why:
 
 * **Names, idempotency, atomic writes, storage failures**: how pictures and sidecars are named,
-  written and committed is :mod:`airflow_provider_lotimage.picture_store`.
+  written and committed is :mod:`airflow_provider_lotimage.storage.store`.
 * **Asset**: the outlet is fixed at parse time, so a templated destination cannot name it. By
   default it is the destination's non-templated prefix, cut back to the last ``/``
   (``file:///data/{{ ds }}`` -> ``file:///data``); pass ``asset=`` to choose another.
@@ -34,9 +34,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
+from airflow_provider_lotimage.client.validation import require_text, validate_cutting, validate_task_id
 from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageInputError
-from airflow_provider_lotimage.failures import fail_fast
-from airflow_provider_lotimage.images import (
+from airflow_provider_lotimage.storage.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_TIMEOUT,
     EXPIRED_LINK_STATUSES,
@@ -44,9 +44,9 @@ from airflow_provider_lotimage.images import (
     is_public_host,
     split_grid,
 )
-from airflow_provider_lotimage.picture_store import PictureStore
-from airflow_provider_lotimage.templating import fixed_part
-from airflow_provider_lotimage.validation import require_text, validate_cutting, validate_task_id
+from airflow_provider_lotimage.storage.store import PictureStore
+from airflow_provider_lotimage.utils.failures import fail_fast
+from airflow_provider_lotimage.utils.templating import fixed_part
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence

@@ -17,30 +17,30 @@ from airflow.providers.common.compat.sdk import (
 )
 from airflow.triggers.base import StartTriggerArgs
 
-from airflow_provider_lotimage.exceptions import LotImageInputError
-from airflow_provider_lotimage.failures import fail_fast
-from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
-from airflow_provider_lotimage.task_state import release, task_state
-from airflow_provider_lotimage.triggers.task_progress import (
-    TaskProgressTrigger,
-    ends_in_triggerer,
-    result_from_event,
-)
-from airflow_provider_lotimage.validation import validate_task_id
-from airflow_provider_lotimage.version_compat import HAS_START_FROM_TRIGGER
-from airflow_provider_lotimage.waiting import (
+from airflow_provider_lotimage.client.progress import (
     DEFAULT_STALL_TIMEOUT,
     ProgressWatch,
     earliest_first_poll,
     validate_first_poll_delay,
 )
+from airflow_provider_lotimage.client.validation import validate_task_id
+from airflow_provider_lotimage.exceptions import LotImageInputError
+from airflow_provider_lotimage.hooks.lotimage import LotImageHook
+from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
+from airflow_provider_lotimage.triggers.task_progress import (
+    TaskProgressTrigger,
+    ends_in_triggerer,
+    result_from_event,
+)
+from airflow_provider_lotimage.utils.failures import fail_fast
+from airflow_provider_lotimage.utils.task_state import release, task_state
+from airflow_provider_lotimage.version_compat import HAS_START_FROM_TRIGGER
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 #: Task-state key where reschedule mode keeps the watch between pokes (below Airflow 3.3, the
-#: prefix of the Variable that holds it: see :mod:`airflow_provider_lotimage.task_state`).
+#: prefix of the Variable that holds it: see :mod:`airflow_provider_lotimage.utils.task_state`).
 WATCH_STATE_KEY = "lotimage_progress_watch"
 
 
@@ -64,7 +64,7 @@ class TaskProgressSensor(BaseSensorOperator):
         first progress read, so before the task can resume. ``None`` (default): the worker's
         ``[workers] min_heartbeat_interval`` + 5 s, read when it defers (10 s with Airflow's
         defaults). A trigger that fires sooner can make Airflow 3 fail the resumed task ("state
-        mismatch"); see :func:`~airflow_provider_lotimage.waiting.default_first_poll_delay`.
+        mismatch"); see :func:`~airflow_provider_lotimage.client.progress.default_first_poll_delay`.
     :param end_from_trigger: deferrable only: when the picture is ready, end the task in the
         triggerer (XComs ``return_value`` and ``lotimage_image_url`` as usual) instead of resuming
         it on a worker. ``False``: resume in ``execute_complete`` as before, for what only a worker

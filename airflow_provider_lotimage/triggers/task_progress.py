@@ -10,13 +10,17 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 from asgiref.sync import sync_to_async
 
-from airflow_provider_lotimage.api import TaskProgress
+from airflow_provider_lotimage.client.contract import TaskProgress
+from airflow_provider_lotimage.client.progress import (
+    DEFAULT_STALL_TIMEOUT,
+    ProgressWatch,
+    earliest_first_poll,
+)
+from airflow_provider_lotimage.client.validation import validate_task_id
 from airflow_provider_lotimage.exceptions import LotImageError, TaskTimeoutError, error_class
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, link_for, log_finished
-from airflow_provider_lotimage.task_state import release
-from airflow_provider_lotimage.validation import validate_task_id
-from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWatch, earliest_first_poll
+from airflow_provider_lotimage.utils.task_state import release
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -57,7 +61,7 @@ class TaskProgressTrigger(BaseTrigger):
     3.3 a task pulling them through the Task SDK gets the JSON *text* (a dict arrives as a string,
     a taskId in quotes). The records (``release_keys``, a submitting operator's taskId and
     paid-task budget claim) are released with
-    :func:`~airflow_provider_lotimage.task_state.release`, as the task does on success, for the
+    :func:`~airflow_provider_lotimage.utils.task_state.release`, as the task does on success, for the
     task instance the triggerer gave the trigger. On 3.3 that does nothing (Airflow's task state
     store belongs to the run); below 3.3 it deletes Variables, which the triggerer's comms carry on
     3.1 and 3.2 as well. Both happen *before* the event: a triggerer that dies in between leaves
@@ -72,7 +76,7 @@ class TaskProgressTrigger(BaseTrigger):
     The first progress read, and so any event, comes no sooner than ``first_poll_at``: a trigger
     that fires within seconds of its deferral can make Airflow fail the resumed task ("state
     mismatch"; why, and the default of ``[workers] min_heartbeat_interval`` + 5 s, in
-    :func:`~airflow_provider_lotimage.waiting.default_first_poll_delay`). Operators compute it in
+    :func:`~airflow_provider_lotimage.client.progress.default_first_poll_delay`). Operators compute it in
     the worker when they defer. It is absolute, so a trigger recreated after a triggerer restart
     waits only for what is left of it. The wait applies when a triggerer runs the trigger (which
     gives it a ``trigger_id``); ``dag.test()`` runs it inline, in the task's own process right
@@ -85,7 +89,7 @@ class TaskProgressTrigger(BaseTrigger):
     :param stall_timeout: seconds without progress after which the task counts as stalled.
     :param started_at: epoch seconds when the wait began (default: now).
     :param first_poll_at: epoch seconds before which progress is not read (default: now plus
-        :func:`~airflow_provider_lotimage.waiting.default_first_poll_delay`, read where the
+        :func:`~airflow_provider_lotimage.client.progress.default_first_poll_delay`, read where the
         trigger is built; pass a time in the past to read at once).
     :param end_from_trigger: end a successful task here (see above). Default ``False``: triggers
         serialized before this option resume their task as they were built to.

@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from airflow_provider_lotimage.api import BUTTON_PATH, IMAGINE_PATH, PROGRESS_PATH
+from airflow_provider_lotimage.client.contract import BUTTON_PATH, IMAGINE_PATH, PROGRESS_PATH
 
 KEY = "test-key-emulator"
 #: 45 s x 0.002 = an imagine in 0.09 s, an upscale in 0.02 s: fast tests that still step.

@@ -512,7 +512,7 @@ def large_run(
     airflow_db: None, gallery_env: pytest.MonkeyPatch, picture_server: str, tmp_path_factory
 ) -> str:
     """A run that stored six pictures under each cap (one colour each: small files, large canvases)."""
-    from airflow_provider_lotimage.images import MAX_PIXELS
+    from airflow_provider_lotimage.storage.images import MAX_PIXELS
 
     assert UNDER_STORE_CAP[0] * UNDER_STORE_CAP[1] <= MAX_PIXELS
     results = [

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from airflow_provider_lotimage.async_transport import shared_sessions
+from airflow_provider_lotimage.client.async_transport import shared_sessions
+from airflow_provider_lotimage.client.retry import RetryPolicy
+from airflow_provider_lotimage.client.transport import Call
 from airflow_provider_lotimage.exceptions import (
     AmbiguousSubmitError,
     AuthError,
@@ -25,8 +27,6 @@ from airflow_provider_lotimage.exceptions import (
     TransientError,
 )
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-from airflow_provider_lotimage.retry import RetryPolicy
-from airflow_provider_lotimage.transport import Call
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.05, max_delay=0.2)
 

@@ -16,14 +16,14 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_harness.redis_server import RedisServer
-from airflow_provider_lotimage import redis_link
-from airflow_provider_lotimage.connection import read_settings
-from airflow_provider_lotimage.redis_budget import RedisBudget
+from airflow_provider_lotimage.client.settings import read_settings
+from airflow_provider_lotimage.ratelimit import redis_link
+from airflow_provider_lotimage.ratelimit.redis_budget import RedisBudget
 from tests.ratelimit.conftest import REDIS_PASSWORD
 from tests.ratelimit.processes import max_in_window
 
 URL = "http://lotimage.invalid"
-LOGGER = "airflow_provider_lotimage.redis_link"
+LOGGER = "airflow_provider_lotimage.ratelimit.redis_link"
 #: No wait may exceed one window (1.2 s) plus one Redis timeout and some scheduling slack.
 BOUND = 1.2 + redis_link.REDIS_TIMEOUT + 0.3
 

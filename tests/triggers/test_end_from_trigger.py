@@ -232,7 +232,7 @@ def test_records_are_released_before_the_task_ends(
     """Below 3.3 the records are Variables, deleted through the comms; on 3.3 Airflow keeps them."""
     from airflow.models.variable import Variable
 
-    from airflow_provider_lotimage import task_state
+    from airflow_provider_lotimage.utils import task_state
 
     monkeypatch.setattr(task_state, "HAS_TASK_STATE_STORE", not variables)
     ti = _ti(f"run-{uuid.uuid4().hex}")

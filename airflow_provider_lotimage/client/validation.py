@@ -12,9 +12,9 @@ import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_lotimage.api import ALL_BUTTONS, MAX_PROMPT_LENGTH
+from airflow_provider_lotimage.client.contract import ALL_BUTTONS, MAX_PROMPT_LENGTH
+from airflow_provider_lotimage.client.redaction import mask_known_secrets
 from airflow_provider_lotimage.exceptions import LotImageInputError
-from airflow_provider_lotimage.redaction import mask_known_secrets
 
 #: The control characters a prompt may hold: tabs and line breaks, which a prompt read from a file
 #: or written over several lines has, and which JSON carries as escapes. Any other (NUL, escape

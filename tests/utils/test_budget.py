@@ -1,4 +1,4 @@
-"""The paid-task budget's decision (``airflow_provider_lotimage.budget``), against an in-memory run.
+"""The paid-task budget's decision (``airflow_provider_lotimage.utils.budget``), against an in-memory run.
 
 The run's XComs, task states and each task instance's own record are a :class:`FakeRun` shared by
 several :class:`FakeLedger` s, one per task instance, so the tests can interleave decisions step by
@@ -14,17 +14,17 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_lotimage.budget import (
+from airflow_provider_lotimage.exceptions import (
+    LotImageInputError,
+    PaidTaskBudgetBusyError,
+    PaidTaskBudgetError,
+)
+from airflow_provider_lotimage.utils.budget import (
     Claim,
     PaidTaskBudget,
     describe,
     parse_budget,
     running_keys,
-)
-from airflow_provider_lotimage.exceptions import (
-    LotImageInputError,
-    PaidTaskBudgetBusyError,
-    PaidTaskBudgetError,
 )
 
 TaskKey = tuple[str, int]

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from airflow_provider_lotimage.api import TaskProgress
-from airflow_provider_lotimage.exceptions import TaskStalledError, TaskTimeoutError, TransientError
-from airflow_provider_lotimage.waiting import (
+from airflow_provider_lotimage.client.contract import TaskProgress
+from airflow_provider_lotimage.client.progress import (
     FINISH_MARGIN,
     KIND_IMAGINE,
     KIND_UPSCALE,
@@ -21,6 +20,7 @@ from airflow_provider_lotimage.waiting import (
     kind_of_button,
     typical_seconds,
 )
+from airflow_provider_lotimage.exceptions import TaskStalledError, TaskTimeoutError, TransientError
 
 T0 = 1_000_000.0
 POLL = 10.0
@@ -439,7 +439,7 @@ def wait_with_fake_hook(monkeypatch: pytest.MonkeyPatch, **params: object) -> tu
 
     clock = FakeClock()
     monkeypatch.setattr(lotimage, "time", clock)
-    monkeypatch.setattr("airflow_provider_lotimage.waiting.time", clock)
+    monkeypatch.setattr("airflow_provider_lotimage.client.progress.time", clock)
     fake = FakeHook(clock, LinearTask(0.0, 10.0))
     lotimage.LotImageHook.wait_for_task(fake, "t-1", poll_interval=POLL, **params)  # type: ignore[arg-type]
     return clock, fake

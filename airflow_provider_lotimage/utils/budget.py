@@ -313,7 +313,7 @@ class RunLedger:
     """
 
     def __init__(self, context: Context, task_ids: Sequence[str]) -> None:
-        from airflow_provider_lotimage.task_state import task_state
+        from airflow_provider_lotimage.utils.task_state import task_state
 
         ti = context["ti"]
         self._ti = ti

@@ -51,9 +51,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from airflow_provider_lotimage.client.redaction import redact_url, scrub
 from airflow_provider_lotimage.exceptions import LotImageInputError, StorageError
-from airflow_provider_lotimage.images import PICTURE_FORMATS, picture_info
-from airflow_provider_lotimage.redaction import redact_url, scrub
+from airflow_provider_lotimage.storage.images import PICTURE_FORMATS, picture_info
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

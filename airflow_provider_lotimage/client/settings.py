@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from airflow_provider_lotimage import api
+from airflow_provider_lotimage.client import contract as api
 from airflow_provider_lotimage.exceptions import AuthError, ConnectionConfigError
-from airflow_provider_lotimage.ratelimit import (
+from airflow_provider_lotimage.ratelimit.local import (
     DEFAULT_REDIS_CONN_ID,
     SCOPES,
     LimiterConfigError,

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from airflow_provider_lotimage.api import SUBMIT_SAFE_RETRY_STATUSES
+from airflow_provider_lotimage.client.contract import SUBMIT_SAFE_RETRY_STATUSES
+from airflow_provider_lotimage.client.transport import Call
 from airflow_provider_lotimage.exceptions import (
     AmbiguousSubmitError,
     LotImageError,
@@ -37,8 +38,7 @@ from airflow_provider_lotimage.exceptions import (
     ServiceUnreachableError,
     TransientError,
 )
-from airflow_provider_lotimage.ratelimit import RateLimiter
-from airflow_provider_lotimage.transport import Call
+from airflow_provider_lotimage.ratelimit.local import RateLimiter
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

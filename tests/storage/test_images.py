@@ -22,8 +22,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from airflow_provider_lotimage.client.redaction import redact_url
 from airflow_provider_lotimage.exceptions import ImageDownloadError
-from airflow_provider_lotimage.images import (
+from airflow_provider_lotimage.storage.images import (
     MAX_REDIRECTS,
     fetch_picture,
     is_public_host,
@@ -32,7 +33,6 @@ from airflow_provider_lotimage.images import (
     split_grid,
     verify_picture,
 )
-from airflow_provider_lotimage.redaction import redact_url
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 QUADRANT_COLOURS = (RED, GREEN, BLUE, YELLOW)  # top-left, top-right, bottom-left, bottom-right

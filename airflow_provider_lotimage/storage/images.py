@@ -12,7 +12,7 @@ Airflow. Three jobs:
 * :func:`split_grid` cuts a Midjourney 2x2 grid into its four pictures, in button order U1..U4.
 
 Signed CDN links carry their signature in the query string, so every message here names a URL
-through :func:`~airflow_provider_lotimage.redaction.redact_url` only.
+through :func:`~airflow_provider_lotimage.client.redaction.redact_url` only.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import urllib3.exceptions
 import urllib3.util
 from PIL import Image
 
+from airflow_provider_lotimage.client.redaction import redact_url, scrub
 from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageInputError
-from airflow_provider_lotimage.redaction import redact_url, scrub
 
 if TYPE_CHECKING:
     from collections.abc import Callable

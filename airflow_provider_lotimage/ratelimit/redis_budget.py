@@ -1,6 +1,6 @@
 """A key's rate budget kept in Redis (scope ``"redis"``): one budget for every machine reaching it.
 
-The budget is the algorithm of :class:`~airflow_provider_lotimage.ratelimit.SlidingWindowLimiter`
+The budget is the algorithm of :class:`~airflow_provider_lotimage.ratelimit.local.SlidingWindowLimiter`
 run inside Redis as one Lua script, so that a reservation is atomic across machines:
 
 * ``take`` reserves the earliest free slot (the same sliding-window rule as ``_take``) and answers
@@ -15,7 +15,7 @@ the machines need not agree. No library was used: ``limits`` and ``pyrate-limite
 hits ("may I call now?"), so callers would poll for a slot, and neither keeps a shared hold-until.
 
 The budget is a small hash named ``lotimage:rate:<identity>``, where the identity is the digest of
-:func:`~airflow_provider_lotimage.ratelimit.key_identity`: the LotImage key never reaches Redis. It
+:func:`~airflow_provider_lotimage.ratelimit.local.key_identity`: the LotImage key never reaches Redis. It
 expires once idle. When Redis does not answer (:mod:`.redis_link` decides), the key's callers fall
 back to their machine's budget (scope ``"host"``): work never waits on a dead Redis.
 """
@@ -29,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_lotimage.ratelimit import SlidingWindowLimiter, late_send_hold, woke_too_late
-from airflow_provider_lotimage.redis_link import RedisLink, link_for
+from airflow_provider_lotimage.ratelimit.local import SlidingWindowLimiter, late_send_hold, woke_too_late
+from airflow_provider_lotimage.ratelimit.redis_link import RedisLink, link_for
 
 #: Names a key's budget in Redis; followed by the key's identity digest, never the key.
 KEY_PREFIX = "lotimage:rate:"
@@ -93,7 +93,7 @@ class RedisBudget:
     """The rate limiter of one key whose budget lives in Redis; see the module's description.
 
     Same reservations, margin and hold-backs as
-    :class:`~airflow_provider_lotimage.ratelimit.SlidingWindowLimiter`, decided by the server for
+    :class:`~airflow_provider_lotimage.ratelimit.local.SlidingWindowLimiter`, decided by the server for
     every machine at once. Whenever the link says Redis is away, ``fallback`` (this machine's
     ``host`` limiter of the key) decides instead. Hold-backs are written to both, so a 429 still
     holds this machine back if Redis goes away meanwhile.

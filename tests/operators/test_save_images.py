@@ -23,13 +23,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from airflow_provider_lotimage.api import GRID_BUTTONS, UPSCALED_BUTTONS
+from airflow_provider_lotimage.client.contract import GRID_BUTTONS, UPSCALED_BUTTONS
 from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageInputError
 from airflow_provider_lotimage.operators.save_images import SaveImagesOperator, asset_for_destination
-from airflow_provider_lotimage.picture_store import safe_task_id
+from airflow_provider_lotimage.storage.store import safe_task_id
 from tests.dag_helpers import register_dag
-
-from .test_images import QUADRANT_COLOURS, PictureServer, make_grid, make_png, picture_server
+from tests.storage.test_images import QUADRANT_COLOURS, PictureServer, make_grid, make_png, picture_server
 
 __all__ = ["picture_server"]  # a fixture: importing it makes it available here
 
@@ -499,7 +498,7 @@ class HeldBody:
 
 def big_grid() -> bytes:
     """A grid whose PNG is large enough to arrive in several pieces."""
-    from .test_images import make_noise
+    from tests.storage.test_images import make_noise
 
     return make_noise(400, 300)
 
@@ -663,7 +662,7 @@ def test_a_sink_failure_is_not_reported_as_a_download_failure(server: PictureSer
     """fetch_picture hands each piece to the sink; what the sink raises comes out unchanged."""
     import requests
 
-    from airflow_provider_lotimage.images import fetch_picture
+    from airflow_provider_lotimage.storage.images import fetch_picture
 
     url = server.serve("/noise.png", big_grid())
     pieces: list[bytes] = []

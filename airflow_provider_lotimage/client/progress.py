@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from airflow_provider_lotimage.api import TaskProgress
+from airflow_provider_lotimage.client.contract import TaskProgress
 from airflow_provider_lotimage.exceptions import (
     LotImageError,
     LotImageInputError,

@@ -6,15 +6,15 @@ import math
 
 import pytest
 
-from airflow_provider_lotimage.api import TaskProgress
-from airflow_provider_lotimage.exceptions import LotImageInputError, TaskStalledError, TransientError
-from airflow_provider_lotimage.waiting import (
+from airflow_provider_lotimage.client.contract import TaskProgress
+from airflow_provider_lotimage.client.progress import (
     RESUME_MARGIN,
     ProgressWatch,
     default_first_poll_delay,
     earliest_first_poll,
     validate_first_poll_delay,
 )
+from airflow_provider_lotimage.exceptions import LotImageInputError, TaskStalledError, TransientError
 
 T0 = 1_000_000.0
 

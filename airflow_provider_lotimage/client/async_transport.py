@@ -25,11 +25,9 @@ import aiohttp
 import requests.utils
 import yarl
 
-from airflow_provider_lotimage import api
-from airflow_provider_lotimage.connection import ClientCert, ConnectionSettings
-from airflow_provider_lotimage.exceptions import LotImageError, TransientError
-from airflow_provider_lotimage.ratelimit import RateLimiter
-from airflow_provider_lotimage.transport import (
+from airflow_provider_lotimage.client import contract as api
+from airflow_provider_lotimage.client.settings import ClientCert, ConnectionSettings
+from airflow_provider_lotimage.client.transport import (
     Call,
     Reply,
     keyless,
@@ -38,6 +36,8 @@ from airflow_provider_lotimage.transport import (
     unreachable,
     unsendable,
 )
+from airflow_provider_lotimage.exceptions import LotImageError, TransientError
+from airflow_provider_lotimage.ratelimit.local import RateLimiter
 
 _CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 

@@ -24,15 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
-from airflow_provider_lotimage.api import TaskProgress
-from airflow_provider_lotimage.budget import (
-    BUDGET_PARAM,
-    CLAIM_KEY,
-    PaidTaskBudget,
-    RunLedger,
-    paid_task_ids,
-    parse_budget,
+from airflow_provider_lotimage.client.contract import TaskProgress
+from airflow_provider_lotimage.client.progress import (
+    DEFAULT_STALL_TIMEOUT,
+    earliest_first_poll,
+    validate_first_poll_delay,
 )
+from airflow_provider_lotimage.client.validation import validate_cutting, validate_webhook
 from airflow_provider_lotimage.exceptions import (
     AmbiguousSubmitError,
     LotImageError,
@@ -41,23 +39,25 @@ from airflow_provider_lotimage.exceptions import (
     TaskNotFoundError,
     TaskStalledError,
 )
-from airflow_provider_lotimage.failures import fail_fast
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
-from airflow_provider_lotimage.task_state import ResumableJobMixin, release, task_state
-from airflow_provider_lotimage.templating import NOT_YET, parse_time_value
 from airflow_provider_lotimage.triggers.task_progress import (
     TASK_ID_XCOM_KEY,
     TaskProgressTrigger,
     ends_in_triggerer,
     result_from_event,
 )
-from airflow_provider_lotimage.validation import validate_cutting, validate_webhook
-from airflow_provider_lotimage.waiting import (
-    DEFAULT_STALL_TIMEOUT,
-    earliest_first_poll,
-    validate_first_poll_delay,
+from airflow_provider_lotimage.utils.budget import (
+    BUDGET_PARAM,
+    CLAIM_KEY,
+    PaidTaskBudget,
+    RunLedger,
+    paid_task_ids,
+    parse_budget,
 )
+from airflow_provider_lotimage.utils.failures import fail_fast
+from airflow_provider_lotimage.utils.task_state import ResumableJobMixin, release, task_state
+from airflow_provider_lotimage.utils.templating import NOT_YET, parse_time_value
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -81,7 +81,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         first progress read, so before the task can resume. ``None`` (default): the worker's
         ``[workers] min_heartbeat_interval`` + 5 s, read when it defers (10 s with Airflow's
         defaults). A trigger that fires sooner can make Airflow 3 fail the resumed task ("state
-        mismatch"); see :func:`~airflow_provider_lotimage.waiting.default_first_poll_delay`. No
+        mismatch"); see :func:`~airflow_provider_lotimage.client.progress.default_first_poll_delay`. No
         progress is read before deferring: a task submitted a moment ago cannot have finished,
         and a retry that reconnects to its task has just read its progress.
     :param end_from_trigger: deferrable only: when the picture is ready, end the task in the
@@ -92,7 +92,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         always resume on a worker (failure and retry callbacks run as usual).
     :param adaptive_polling: read progress when the task has likely moved or finished (predicted
         from its kind and progress rate) instead of every ``poll_interval``; see
-        :meth:`~airflow_provider_lotimage.waiting.ProgressWatch.next_poll_in`.
+        :meth:`~airflow_provider_lotimage.client.progress.ProgressWatch.next_poll_in`.
 
     **Paid-task budget**: when the DAG run has the param ``max_paid_tasks_per_run`` (a whole
     number; ``None`` for no budget), every paid call of the run's LotImage operators first takes a
@@ -100,7 +100,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     its paid task takes none, one that submits afresh takes one more. Once the run's places are
     taken, the task fails before any call with ``PaidTaskBudgetError`` and without Airflow retries
     (the run's budget stays spent). How it is counted, and the exact bound, is in
-    :mod:`airflow_provider_lotimage.budget`.
+    :mod:`airflow_provider_lotimage.utils.budget`.
 
     **Daily quota**: a paid call refused because the key's daily quota is spent fails at once,
     without Airflow retries, saying when the quota resets (00:00 UTC); nothing was paid. A task
@@ -148,6 +148,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
 
     @cached_property
     def hook(self) -> LotImageHook:
+        """Return the hook of ``lotimage_conn_id``, built on first use."""
         return LotImageHook(self.lotimage_conn_id)
 
     # -- what subclasses provide -----------------------------------------------------------------
@@ -176,6 +177,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     # -- execution -------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        """Check the input, then submit (or reconnect to) the paid task and return or wait."""
         with fail_fast(resubmits=True):
             self._budget = self.paid_task_budget(context)
             if self._budget is not None:
@@ -229,6 +231,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         return hashlib.sha256(fields.encode()).hexdigest()[:16]
 
     def submit_job(self, context: Context) -> dict[str, Any]:
+        """Take a place in the run's budget, make the paid call, and return the record to store."""
         if self._budget is not None:
             self._budget.admit()
         try:
@@ -271,12 +274,15 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         return "running"
 
     def is_job_active(self, status: str) -> bool:
+        """Reconnect to a running task."""
         return status == "running"
 
     def is_job_succeeded(self, status: str) -> bool:
+        """Return a finished task without paying again."""
         return status == "finished"
 
     def poll_until_complete(self, external_id: Any, context: Context) -> Any:
+        """Return the taskId, or wait for the picture here or in the triggerer."""
         task_id = str(external_id["lotimage_task_id"])
         context["ti"].xcom_push(key=TASK_ID_XCOM_KEY, value=task_id)
         # The extra link is computed whenever the task finishes or defers: give it a value early.
@@ -322,6 +328,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         )
 
     def get_job_result(self, external_id: Any, context: Context) -> Any:
+        """Return the taskId, or the finished task's result dict."""
         if self._result is not None:
             return self._result
         task_id = str(external_id["lotimage_task_id"])

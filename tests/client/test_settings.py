@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_lotimage.async_transport import ssl_for
-from airflow_provider_lotimage.connection import read_settings
+from airflow_provider_lotimage.client.async_transport import ssl_for
+from airflow_provider_lotimage.client.redaction import hide, secret_forms
+from airflow_provider_lotimage.client.settings import read_settings
+from airflow_provider_lotimage.client.transport import requests_session
 from airflow_provider_lotimage.exceptions import AuthError, ConnectionConfigError
-from airflow_provider_lotimage.redaction import hide, secret_forms
-from airflow_provider_lotimage.transport import requests_session
 
 
 def conn(**fields: Any) -> SimpleNamespace:
@@ -127,10 +127,10 @@ def test_a_request_that_cannot_be_built_never_shows_the_key(lotimage_emulator: A
     ``http.client`` and ``aiohttp`` refuse. Nothing is sent; the error and its chain lack the key."""
     import asyncio
 
-    from airflow_provider_lotimage import api
-    from airflow_provider_lotimage.async_transport import AsyncTransport, shared_sessions
-    from airflow_provider_lotimage.connection import ConnectionSettings
-    from airflow_provider_lotimage.transport import Call, SyncTransport
+    from airflow_provider_lotimage.client import contract as api
+    from airflow_provider_lotimage.client.async_transport import AsyncTransport, shared_sessions
+    from airflow_provider_lotimage.client.settings import ConnectionSettings
+    from airflow_provider_lotimage.client.transport import Call, SyncTransport
 
     key = "sk-lotimage-BACKSTOP-0123456789abcdef"
     settings = ConnectionSettings(conn_id="my_lotimage", base_url=lotimage_emulator.url, api_key=key + "\n")

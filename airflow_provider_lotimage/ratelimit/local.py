@@ -279,7 +279,7 @@ def window(rate_per_second: float) -> tuple[int, float]:
 
 def _redis_budget(identity: str, rate_per_second: float, redis_conn_id: str) -> RateLimiter:
     """Return the key's Redis-held budget, with this machine's (``host``) limiter as its fallback."""
-    from airflow_provider_lotimage import redis_budget
+    from airflow_provider_lotimage.ratelimit import redis_budget
 
     calls, period = window(rate_per_second)
     fallback = _local_limiter(identity, rate_per_second, "host")

@@ -3,7 +3,7 @@
 A :class:`Call` says what to send and how to read the answer; a transport only moves bytes and
 turns its own failures into this provider's errors, by exception type. The sync transport here and
 the async one (:mod:`.async_transport`) are built from the same
-:class:`~airflow_provider_lotimage.connection.ConnectionSettings`.
+:class:`~airflow_provider_lotimage.client.settings.ConnectionSettings`.
 
 The session is composed from ``requests`` directly rather than borrowed from ``HttpHook``:
 ``HttpHook`` would send every unknown extra (``rate_limit``...) as an HTTP header, authenticate with
@@ -23,8 +23,9 @@ import requests
 import urllib3.exceptions
 from requests.auth import AuthBase
 
-from airflow_provider_lotimage import api
-from airflow_provider_lotimage.connection import ConnectionSettings
+from airflow_provider_lotimage.client import contract as api
+from airflow_provider_lotimage.client.redaction import exception_shows, hide, redact_url, scrub, secret_forms
+from airflow_provider_lotimage.client.settings import ConnectionSettings
 from airflow_provider_lotimage.exceptions import (
     ConnectionConfigError,
     LotImageError,
@@ -33,7 +34,6 @@ from airflow_provider_lotimage.exceptions import (
     TLSError,
     TransientError,
 )
-from airflow_provider_lotimage.redaction import exception_shows, hide, redact_url, scrub, secret_forms
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_lotimage import api
+from airflow_provider_lotimage.client import contract as api
 from airflow_provider_lotimage.exceptions import (
     AuthError,
     InvalidRequestError,

@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from airflow_provider_lotimage.client.retry import RetryPolicy
+from airflow_provider_lotimage.client.transport import Call
 from airflow_provider_lotimage.exceptions import RateLimitedError
-from airflow_provider_lotimage.ratelimit import SlidingWindowLimiter, key_identity, limiter_for
-from airflow_provider_lotimage.retry import RetryPolicy
-from airflow_provider_lotimage.transport import Call
+from airflow_provider_lotimage.ratelimit.local import SlidingWindowLimiter, key_identity, limiter_for
 
 
 class FakeClock:
