@@ -188,6 +188,11 @@ class ConnectionConfigError(LotImageError):
 
     final = True
 
+    @classmethod
+    def of_extra(cls, conn_id: str, extra: str, problem: str) -> ConnectionConfigError:
+        """Return the error of one extra of a connection, naming both: the one wording of it."""
+        return cls(f"Connection {conn_id!r}, extra {extra!r}: {problem}")
+
 
 class TLSError(LotImageError):
     """The TLS handshake failed: the certificate was not trusted, or the client certificate refused.

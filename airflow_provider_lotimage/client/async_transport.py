@@ -37,7 +37,7 @@ from airflow_provider_lotimage.client.transport import (
     unsendable,
 )
 from airflow_provider_lotimage.exceptions import LotImageError, TransientError
-from airflow_provider_lotimage.ratelimit.local import RateLimiter
+from airflow_provider_lotimage.ratelimit.base import RateLimiter
 
 _CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 

@@ -38,7 +38,7 @@ from airflow_provider_lotimage.exceptions import (
     ServiceUnreachableError,
     TransientError,
 )
-from airflow_provider_lotimage.ratelimit.local import RateLimiter
+from airflow_provider_lotimage.ratelimit.base import RateLimiter
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

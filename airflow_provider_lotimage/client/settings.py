@@ -30,14 +30,7 @@ from typing import Any
 
 from airflow_provider_lotimage.client import contract as api
 from airflow_provider_lotimage.exceptions import AuthError, ConnectionConfigError
-from airflow_provider_lotimage.ratelimit.local import (
-    DEFAULT_REDIS_CONN_ID,
-    SCOPES,
-    LimiterConfigError,
-    RateLimiter,
-    key_identity,
-    limiter_for,
-)
+from airflow_provider_lotimage.ratelimit.base import DEFAULT_REDIS_CONN_ID, SCOPES, RateLimiter
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -71,15 +64,9 @@ class ConnectionSettings:
 
         :raises ConnectionConfigError: the limiter cannot work (e.g. no such Redis connection).
         """
-        try:
-            return limiter_for(
-                key_identity(self.base_url, self.api_key),
-                self.rate_limit,
-                self.rate_limit_scope,
-                redis_conn_id=self.rate_limit_redis_conn_id,
-            )
-        except LimiterConfigError as exc:
-            raise _FieldErrors(self.conn_id).error(exc.field, exc.problem) from None
+        from airflow_provider_lotimage.ratelimit.registry import limiter_of
+
+        return limiter_of(self)
 
     def url(self, path: str) -> str:
         """Return the absolute URL of an API path."""
@@ -170,7 +157,7 @@ class _FieldErrors:
         self.conn_id = conn_id
 
     def error(self, name: str, problem: str) -> ConnectionConfigError:
-        return ConnectionConfigError(f"Connection {self.conn_id!r}, extra {name!r}: {problem}")
+        return ConnectionConfigError.of_extra(self.conn_id, name, problem)
 
     def positive(self, extra: Mapping[str, Any], name: str, default: float) -> float:
         value = extra.get(name)

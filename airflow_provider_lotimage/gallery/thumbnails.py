@@ -32,7 +32,8 @@ import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from airflow_provider_lotimage.gallery import files, settings
+from airflow_provider_lotimage import config
+from airflow_provider_lotimage.gallery import files
 from airflow_provider_lotimage.gallery.index import Picture, read_verified
 from airflow_provider_lotimage.gallery.lru import LRU
 from airflow_provider_lotimage.storage.images import PICTURE_FORMATS
@@ -79,7 +80,7 @@ def cache_key(dag_id: str, picture: Picture) -> str:
 
 def cache_path(key: str) -> Path:
     """Where the thumbnail of ``key`` is (or will be) kept."""
-    return settings.thumbnail_folder() / key[:2] / f"{key}-{SIZE}.jpg"
+    return config.thumbnail_folder() / key[:2] / f"{key}-{SIZE}.jpg"
 
 
 def thumbnail(dag_id: str, picture: Picture) -> bytes:
@@ -112,7 +113,7 @@ def _cached(key: str) -> bytes | None:
     failure = FAILED.get(key)
     if failure is not None:
         raise ThumbnailError(failure)
-    folder = settings.thumbnail_folder()
+    folder = config.thumbnail_folder()
     try:
         return files.read_below(str(folder), [key[:2], f"{key}-{SIZE}.jpg"], _MAX_THUMBNAIL_BYTES)
     except files.Unreadable:

@@ -36,6 +36,13 @@ from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_provider_lotimage.client.validation import require_text, validate_cutting, validate_task_id
 from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageInputError
+from airflow_provider_lotimage.keys import (
+    EVENT_DESTINATION,
+    EVENT_NEW_COUNT,
+    EVENT_NEW_PATHS,
+    EVENT_TASK_IDS,
+    EVENT_UNCHANGED_COUNT,
+)
 from airflow_provider_lotimage.storage.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_TIMEOUT,
@@ -281,11 +288,11 @@ class SaveImagesOperator(BaseOperator):
         unchanged = len(paths) - len(new_paths)
         self.log.info("Stored %d new picture(s); %d were already stored", len(new_paths), unchanged)
         extra: dict[str, JsonValue] = {
-            "new_count": len(new_paths),
-            "unchanged_count": unchanged,
-            "new_paths": list(new_paths),
-            "lotimage_task_ids": list(dict.fromkeys(r["lotimage_task_id"] for r in results)),
-            "destination": str(store.directory),
+            EVENT_NEW_COUNT: len(new_paths),
+            EVENT_UNCHANGED_COUNT: unchanged,
+            EVENT_NEW_PATHS: list(new_paths),
+            EVENT_TASK_IDS: list(dict.fromkeys(r["lotimage_task_id"] for r in results)),
+            EVENT_DESTINATION: str(store.directory),
         }
         context["outlet_events"][self.asset].extra = extra
         return paths

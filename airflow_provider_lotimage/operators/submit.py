@@ -22,8 +22,9 @@ from collections.abc import Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperator, conf
+from airflow.providers.common.compat.sdk import BaseOperator
 
+from airflow_provider_lotimage import config
 from airflow_provider_lotimage.client.contract import TaskProgress
 from airflow_provider_lotimage.client.progress import (
     DEFAULT_STALL_TIMEOUT,
@@ -40,16 +41,20 @@ from airflow_provider_lotimage.exceptions import (
     TaskStalledError,
 )
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
-from airflow_provider_lotimage.triggers.task_progress import (
+from airflow_provider_lotimage.keys import (
+    BUDGET_PARAM,
+    IMAGE_URL_XCOM_KEY,
+    PAID_TASKS_KEY,
+    SUBMITTED_TASK_KEY,
     TASK_ID_XCOM_KEY,
+)
+from airflow_provider_lotimage.links import LotImagePictureLink, record_result
+from airflow_provider_lotimage.triggers.task_progress import (
     TaskProgressTrigger,
     ends_in_triggerer,
     result_from_event,
 )
 from airflow_provider_lotimage.utils.budget import (
-    BUDGET_PARAM,
-    CLAIM_KEY,
     PaidTaskBudget,
     RunLedger,
     paid_task_ids,
@@ -62,7 +67,7 @@ from airflow_provider_lotimage.utils.templating import NOT_YET, parse_time_value
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["TASK_ID_XCOM_KEY", "LotImageSubmitOperator"]
+__all__ = ["LotImageSubmitOperator"]
 
 
 class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
@@ -108,7 +113,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     cleared after the reset, it reconnects to the paid task without paying again.
     """
 
-    external_id_key = "lotimage_task"
+    external_id_key = SUBMITTED_TASK_KEY
     operator_extra_links = (LotImagePictureLink(),)
     ui_color = "#f4e1ff"
 
@@ -119,7 +124,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         cutting: bool = False,
         webhook: str | None = None,
         wait_for_completion: bool = False,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool = config.default_deferrable(),
         poll_interval: float = 10.0,
         timeout: float | None = 3600.0,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
@@ -206,7 +211,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
 
     def _record_keys(self) -> list[str]:
         """Return the keys of this task's records that go when it succeeds (see :func:`release`)."""
-        return [self.external_id_key] + ([CLAIM_KEY] if self._budget is not None else [])
+        return [self.external_id_key] + ([PAID_TASKS_KEY] if self._budget is not None else [])
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: validate its event, then return the result dict."""

@@ -1,19 +1,15 @@
-"""A sliding-window call limiter shared by every caller that uses the same key.
+"""A key's limiter kept on this machine: in a file every process of the host shares, or in memory.
 
-LotImage allows a key a few calls per second and answers 429 beyond that. The limiter hands out
-*reservations*: each caller is given the earliest moment its call may leave and sleeps until then,
-so callers never spin and never retry for a slot. With scope ``"host"`` the reservations live in a
-small file guarded by ``flock``, so the worker processes and the triggerer of one machine share a
-single budget; with scope ``"process"`` they live in memory; with scope ``"redis"`` they live in
-Redis, shared by every machine that reaches it (:mod:`.redis_budget`, imported only for that scope
-so the provider works without the Redis provider installed).
+With scope ``"host"`` the reservations live in a small file guarded by ``flock``
+(:func:`state_file`), so the worker processes and the triggerer of one machine share a single
+budget; with scope ``"process"`` they live in memory. Either is also the fallback of a
+Redis-held budget (:mod:`.redis_budget`) while Redis does not answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
-import hashlib
 import json
 import os
 import tempfile
@@ -21,69 +17,17 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
-#: Extra room added to the one-second window, so calls spaced exactly at the limit never arrive
-#: at the service closer together than it counts.
-WINDOW_MARGIN = 0.2
-#: Where a key's budget is shared: by every machine reaching one Redis, by the processes of a
-#: machine, or within one process.
-SCOPES = frozenset({"host", "process", "redis"})
-#: The Redis connection that holds the budget when the scope is ``"redis"``.
-DEFAULT_REDIS_CONN_ID = "redis_default"
-#: A caller that wakes later than this after its slot gives the slot up and reserves another: a
-#: busy event loop must not bunch several late calls together with the next window's calls.
-LATE_TOLERANCE = 0.05
+from airflow_provider_lotimage.ratelimit.base import WINDOW_MARGIN, late_send_hold, window, woke_too_late
 
 
-def woke_too_late(slot: float, now: float) -> bool:
-    """Whether a caller woke so long after its slot that it must give the slot up and reserve again."""
-    return now - slot > LATE_TOLERANCE
+def state_file(identity: str) -> Path:
+    """Return the file of a key's ``host`` budget: ``<tmp>/airflow-provider-lotimage/rate-<identity>.json``.
 
-
-def late_send_hold(slot: float, sent_at: float, period: float, now: float) -> float:
-    """Return how long every caller must hold back after a call of ``slot`` left at ``sent_at`` (0: on time).
-
-    A late call counts in the service's window from when it left, so the others wait one window
-    from then.
+    Every process of the machine that uses the key opens the same file, so the name is part of the
+    budget's contract: a renamed file would split one key's budget in two during an upgrade.
     """
-    return sent_at + period - now if sent_at - slot > LATE_TOLERANCE else 0.0
-
-
-class RateLimiter(Protocol):
-    """What the hook, the retry loop and the async transport ask of a key's limiter, in any scope.
-
-    The async methods exist because a limiter may have to ask a server (scope ``"redis"``): the
-    triggerer's event loop must never wait on a blocking client.
-    """
-
-    def acquire(self) -> float:
-        """Block until the caller's reserved slot; return the slot (this machine's epoch seconds)."""
-
-    async def acquire_async(self) -> float:
-        """Wait, without blocking the event loop, until the reserved slot; return the slot."""
-
-    def block_for(self, seconds: float) -> None:
-        """Hold every caller of the key back for ``seconds`` (the service answered 429)."""
-
-    async def ablock_for(self, seconds: float) -> None:
-        """:meth:`block_for`, without blocking the event loop."""
-
-    async def asent(self, slot: float, sent_at: float) -> None:
-        """Report when the call of ``slot`` really left (see :meth:`SlidingWindowLimiter.sent`)."""
-
-
-class LimiterConfigError(ValueError):
-    """A rate-limit setting cannot work; ``field`` names the connection extra to fix.
-
-    Raised while the limiter is built, before any call; the connection turns it into a
-    :class:`~airflow_provider_lotimage.exceptions.ConnectionConfigError` naming the connection.
-    """
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(problem)
-        self.field = field
-        self.problem = problem
+    return Path(tempfile.gettempdir()) / "airflow-provider-lotimage" / f"rate-{identity}.json"
 
 
 class SlidingWindowLimiter:
@@ -231,61 +175,15 @@ _registry: dict[tuple[str, float, str], SlidingWindowLimiter] = {}
 _registry_lock = threading.Lock()
 
 
-def limiter_for(
-    identity: str,
-    rate_per_second: float,
-    scope: str = "host",
-    *,
-    redis_conn_id: str = DEFAULT_REDIS_CONN_ID,
-) -> RateLimiter:
-    """Return the one limiter of this process for a key (``identity`` is a digest, never the key itself).
-
-    A fractional rate such as 0.5 becomes one call per two seconds.
-
-    :param redis_conn_id: the Redis connection of scope ``"redis"``; read (and checked) here.
-    :raises LimiterConfigError: scope ``"redis"`` cannot work (provider missing, no such connection).
-    """
-    if rate_per_second <= 0:
-        raise ValueError("rate_per_second must be positive")
-    if scope not in SCOPES:
-        raise ValueError(f"rate_limit_scope must be one of {sorted(SCOPES)}")
-    if scope == "redis":
-        return _redis_budget(identity, rate_per_second, redis_conn_id)
-    return _local_limiter(identity, rate_per_second, scope)
-
-
-def _local_limiter(identity: str, rate_per_second: float, scope: str) -> SlidingWindowLimiter:
-    """Return the key's limiter kept in a machine-wide file (``host``) or in memory (``process``)."""
+def local_limiter(identity: str, rate_per_second: float, scope: str) -> SlidingWindowLimiter:
+    """Return this process's limiter of a key, in the machine-wide file (``host``) or in memory."""
     with _registry_lock:
         key = (identity, rate_per_second, scope)
         limiter = _registry.get(key)
         if limiter is None:
             calls, period = window(rate_per_second)
-            state_file = None
-            if scope == "host":
-                state_file = (
-                    Path(tempfile.gettempdir()) / "airflow-provider-lotimage" / f"rate-{identity}.json"
-                )
-            limiter = SlidingWindowLimiter(calls, period, state_file=state_file)
+            limiter = SlidingWindowLimiter(
+                calls, period, state_file=state_file(identity) if scope == "host" else None
+            )
             _registry[key] = limiter
         return limiter
-
-
-def window(rate_per_second: float) -> tuple[int, float]:
-    """Return ``(calls, period)`` for a rate: whole calls per window, the margin included."""
-    calls = max(1, int(rate_per_second))
-    return calls, calls / rate_per_second + WINDOW_MARGIN
-
-
-def _redis_budget(identity: str, rate_per_second: float, redis_conn_id: str) -> RateLimiter:
-    """Return the key's Redis-held budget, with this machine's (``host``) limiter as its fallback."""
-    from airflow_provider_lotimage.ratelimit import redis_budget
-
-    calls, period = window(rate_per_second)
-    fallback = _local_limiter(identity, rate_per_second, "host")
-    return redis_budget.budget_for(redis_conn_id, identity, calls, period, fallback)
-
-
-def key_identity(base_url: str, api_key: str) -> str:
-    """Return a short digest naming a (service, key) pair without revealing the key."""
-    return hashlib.sha256(f"{base_url}\0{api_key}".encode()).hexdigest()[:20]

@@ -15,7 +15,7 @@ the machines need not agree. No library was used: ``limits`` and ``pyrate-limite
 hits ("may I call now?"), so callers would poll for a slot, and neither keeps a shared hold-until.
 
 The budget is a small hash named ``lotimage:rate:<identity>``, where the identity is the digest of
-:func:`~airflow_provider_lotimage.ratelimit.local.key_identity`: the LotImage key never reaches Redis. It
+:func:`~airflow_provider_lotimage.ratelimit.base.key_identity`: the LotImage key never reaches Redis. It
 expires once idle. When Redis does not answer (:mod:`.redis_link` decides), the key's callers fall
 back to their machine's budget (scope ``"host"``): work never waits on a dead Redis.
 """
@@ -29,7 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_lotimage.ratelimit.local import SlidingWindowLimiter, late_send_hold, woke_too_late
+from airflow_provider_lotimage.ratelimit.base import late_send_hold, woke_too_late
+from airflow_provider_lotimage.ratelimit.local import SlidingWindowLimiter
 from airflow_provider_lotimage.ratelimit.redis_link import RedisLink, link_for
 
 #: Names a key's budget in Redis; followed by the key's identity digest, never the key.

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_lotimage.ratelimit.local import LimiterConfigError
+from airflow_provider_lotimage.ratelimit.base import LimiterConfigError
 
 log = logging.getLogger(__name__)
 

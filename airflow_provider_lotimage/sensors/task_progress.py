@@ -13,10 +13,10 @@ from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
     BaseSensorOperator,
     PokeReturnValue,
-    conf,
 )
 from airflow.triggers.base import StartTriggerArgs
 
+from airflow_provider_lotimage import config
 from airflow_provider_lotimage.client.progress import (
     DEFAULT_STALL_TIMEOUT,
     ProgressWatch,
@@ -26,7 +26,8 @@ from airflow_provider_lotimage.client.progress import (
 from airflow_provider_lotimage.client.validation import validate_task_id
 from airflow_provider_lotimage.exceptions import LotImageInputError
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
+from airflow_provider_lotimage.keys import IMAGE_URL_XCOM_KEY, WATCH_STATE_KEY
+from airflow_provider_lotimage.links import LotImagePictureLink, record_result
 from airflow_provider_lotimage.triggers.task_progress import (
     TaskProgressTrigger,
     ends_in_triggerer,
@@ -38,10 +39,6 @@ from airflow_provider_lotimage.version_compat import HAS_START_FROM_TRIGGER
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-#: Task-state key where reschedule mode keeps the watch between pokes (below Airflow 3.3, the
-#: prefix of the Variable that holds it: see :mod:`airflow_provider_lotimage.utils.task_state`).
-WATCH_STATE_KEY = "lotimage_progress_watch"
 
 
 class TaskProgressSensor(BaseSensorOperator):
@@ -104,7 +101,7 @@ class TaskProgressSensor(BaseSensorOperator):
         lotimage_task_id: str,
         lotimage_conn_id: str = LotImageHook.default_conn_name,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool = config.default_deferrable(),
         poke_interval: float = 10.0,
         first_poll_delay: float | None = None,
         end_from_trigger: bool = True,

@@ -19,7 +19,8 @@ from airflow_provider_lotimage.client.progress import (
 from airflow_provider_lotimage.client.validation import validate_task_id
 from airflow_provider_lotimage.exceptions import LotImageError, TaskTimeoutError, error_class
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, link_for, log_finished
+from airflow_provider_lotimage.keys import IMAGE_URL_XCOM_KEY, RETURN_VALUE_XCOM_KEY, TASK_ID_XCOM_KEY
+from airflow_provider_lotimage.links import LotImagePictureLink, link_for, log_finished
 from airflow_provider_lotimage.utils.task_state import release
 
 if TYPE_CHECKING:
@@ -28,12 +29,6 @@ if TYPE_CHECKING:
 #: Polls are spread by up to this fraction of the interval, so a thousand triggers deferred in the
 #: same second do not poll in lockstep.
 POLL_JITTER = 0.2
-
-#: XCom key of the submitted taskId, pushed by the submitting operators as soon as it is known.
-TASK_ID_XCOM_KEY = "lotimage_task_id"
-
-#: XCom key of a task's return value (Airflow's ``XCOM_RETURN_KEY``).
-RETURN_VALUE_XCOM_KEY = "return_value"
 
 
 class TaskProgressTrigger(BaseTrigger):

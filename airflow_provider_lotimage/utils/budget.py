@@ -58,14 +58,11 @@ from airflow_provider_lotimage.exceptions import (
     PaidTaskBudgetBusyError,
     PaidTaskBudgetError,
 )
+from airflow_provider_lotimage.keys import BUDGET_PARAM, PAID_TASKS_KEY
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: The DAG param (the run's conf may override it) holding the budget; ``None``: no budget.
-BUDGET_PARAM = "max_paid_tasks_per_run"
-#: The XCom key of a task instance's published claim, and the key of its own record.
-CLAIM_KEY = "lotimage_paid_tasks"
 #: Task instance states in which a try is under way (its claim may be between deletion and
 #: publication).
 RUNNING_STATES = frozenset({"running", "restarting"})
@@ -303,7 +300,7 @@ def _list(holders: dict[TaskKey, int], most: int = 10) -> str:
 class RunLedger:
     """The claims of one DAG run, through the Task SDK.
 
-    Claims are XComs of the task instances themselves (key :data:`CLAIM_KEY`): they go with the
+    Claims are XComs of the task instances themselves (key :data:`PAID_TASKS_KEY`): they go with the
     run, any task of the run can read them, and a write is committed before the call returns, which
     the write-then-read decision relies on. Each task instance's own record is kept where
     :func:`~.task_state.task_state` keeps it (the task state store, or a Variable below 3.3).
@@ -324,18 +321,18 @@ class RunLedger:
 
     def held(self) -> int:
         """Return the paid tasks this task instance's record holds (0 without a record)."""
-        record = self._store.get(CLAIM_KEY) if self._store is not None else None
+        record = self._store.get(PAID_TASKS_KEY) if self._store is not None else None
         paid = record.get("paid") if isinstance(record, dict) else None
         return paid if _whole(paid) else 0
 
     def hold(self, paid: int) -> None:
         """Write this task instance's record."""
         if self._store is not None:
-            self._store.set(CLAIM_KEY, {"paid": paid})
+            self._store.set(PAID_TASKS_KEY, {"paid": paid})
 
     def publish(self, claim: Claim) -> None:
         """Push the claim as this task instance's XCom."""
-        self._ti.xcom_push(key=CLAIM_KEY, value=claim.to_json())
+        self._ti.xcom_push(key=PAID_TASKS_KEY, value=claim.to_json())
 
     def claims(self) -> list[Claim]:
         """Read the claims of every map index of every LotImage task of the run (one call per task)."""
@@ -344,7 +341,7 @@ class RunLedger:
         found: list[Claim] = []
         for task_id in self._task_ids:
             values = XCom.get_all(
-                key=CLAIM_KEY, dag_id=self._ti.dag_id, task_id=task_id, run_id=self._ti.run_id
+                key=PAID_TASKS_KEY, dag_id=self._ti.dag_id, task_id=task_id, run_id=self._ti.run_id
             )
             found.extend(claim for value in values or () if (claim := Claim.from_json(value)) is not None)
         return found

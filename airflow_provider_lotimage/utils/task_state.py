@@ -20,12 +20,12 @@ Which of the two is used is decided by :data:`~.version_compat.HAS_TASK_STATE_ST
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow.providers.common.compat.sdk import Variable
 
+from airflow_provider_lotimage.keys import variable_name
 from airflow_provider_lotimage.version_compat import HAS_TASK_STATE_STORE
 
 if TYPE_CHECKING:
@@ -54,7 +54,6 @@ class VariableTaskState:
 
     def __init__(self, *, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> None:
         self.task_instance = f"{dag_id}/{run_id}/{task_id}/{map_index}"
-        self._digest = hashlib.sha256(self.task_instance.encode()).hexdigest()[:32]
 
     @classmethod
     def of(cls, context: Context) -> VariableTaskState:
@@ -72,8 +71,8 @@ class VariableTaskState:
         )
 
     def variable_key(self, key: str) -> str:
-        """Return the name of the Variable that holds ``key``: ``<key>__<digest>``."""
-        return f"{key}__{self._digest}"
+        """Return the name of the Variable that holds ``key``: ``<key>__<digest>`` (see :mod:`..keys`)."""
+        return variable_name(key, self.task_instance)
 
     def get(self, key: str, default: Any = None) -> Any:
         """Return the value stored under ``key``, or ``default`` when there is none.

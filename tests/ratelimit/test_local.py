@@ -12,7 +12,9 @@ from pathlib import Path
 from airflow_provider_lotimage.client.retry import RetryPolicy
 from airflow_provider_lotimage.client.transport import Call
 from airflow_provider_lotimage.exceptions import RateLimitedError
-from airflow_provider_lotimage.ratelimit.local import SlidingWindowLimiter, key_identity, limiter_for
+from airflow_provider_lotimage.ratelimit.base import key_identity
+from airflow_provider_lotimage.ratelimit.local import SlidingWindowLimiter
+from airflow_provider_lotimage.ratelimit.registry import limiter_for
 
 
 class FakeClock:

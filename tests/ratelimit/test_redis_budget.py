@@ -12,7 +12,7 @@ import pytest
 
 from airflow_provider_lotimage.client.settings import read_settings
 from airflow_provider_lotimage.ratelimit import redis_budget
-from airflow_provider_lotimage.ratelimit.local import key_identity
+from airflow_provider_lotimage.ratelimit.base import key_identity
 from airflow_provider_lotimage.ratelimit.redis_budget import RedisBudget
 from tests.ratelimit.conftest import REDIS_PASSWORD
 from tests.ratelimit.processes import max_in_window
