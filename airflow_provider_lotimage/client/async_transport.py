@@ -25,7 +25,7 @@ import aiohttp
 import requests.utils
 import yarl
 
-from airflow_provider_lotimage.client import contract as api
+from airflow_provider_lotimage.client import contract
 from airflow_provider_lotimage.client.settings import ClientCert, ConnectionSettings
 from airflow_provider_lotimage.client.transport import (
     Call,
@@ -116,10 +116,15 @@ shared_sessions = SharedSessions()
 
 
 class AsyncTransport:
-    """Sends calls through the loop's shared aiohttp session with the connection's settings."""
+    """Sends calls through the loop's shared aiohttp session with the connection's settings.
 
-    def __init__(self, settings: ConnectionSettings) -> None:
+    It holds the key's limiter because only it sees when a request really leaves: its send-time
+    trace reports that moment to the limiter (``None``: a caller that paces nothing, told nothing).
+    """
+
+    def __init__(self, settings: ConnectionSettings, limiter: RateLimiter | None = None) -> None:
         self.settings = settings
+        self.limiter = limiter
         self._ssl = ssl_for(settings)
         self._headers = {"Authorization": f"Bearer {settings.api_key}"}
 
@@ -152,11 +157,11 @@ class AsyncTransport:
                 ssl=self._ssl,
                 proxy=proxy,
                 proxy_headers=proxy_login if tunnelled else None,
-                trace_request_ctx=_LimitedRequest(self.settings.limiter, slot),
+                trace_request_ctx=None if self.limiter is None else _LimitedRequest(self.limiter, slot),
             ) as response:
                 content = await response.read()
                 return Reply(
-                    response.status, content, api.parse_retry_after(response.headers.get("Retry-After"))
+                    response.status, content, contract.parse_retry_after(response.headers.get("Retry-After"))
                 )
         except (TimeoutError, aiohttp.ClientError) as exc:
             failure, cause = self._failure(exc, proxy), exc

@@ -2,34 +2,23 @@
 
 The sensor's ``poke``, the hook's blocking ``wait_for_task`` and the trigger's loop all feed
 their observations to a :class:`ProgressWatch`; only how they wait between observations differs.
-The watch is plain data (:meth:`to_dict` / :meth:`from_dict`), so it survives a sensor's
-reschedule and a trigger's serialisation.
-
-It also decides when a trigger may read progress for the first time after a deferral
-(:func:`earliest_first_poll`, :attr:`ProgressWatch.first_poll_at`), the guard against Airflow's
-deferral race described in :func:`default_first_poll_delay`.
-
-And it decides when to read next (:meth:`ProgressWatch.next_poll_in`, :meth:`ProgressWatch.read_due`).
-Every read spends one of the key's 3 calls a second, and on a trial key one of its 10 calls a day,
-so the adaptive schedule reads when there is likely something new to see: at the end predicted
-from the task's kind (before any progress is seen) or from its progress rate, rarely while it is
-queued at 0 %, less and less often while it does not move. Its bounds: never sooner than
-:data:`MIN_POLL_GAP` after the previous read, never later than ``poll_interval`` times
-:data:`MAX_POLL_FACTOR`, and a read is always made in time to report a stall or a timeout.
+The watch holds the limits (the overall timeout, the stall timeout, the first-poll hold after a
+deferral) and what was seen; when to read next is :mod:`.schedule`'s arithmetic on what was seen.
+The watch is plain data (:meth:`ProgressWatch.to_dict` / :meth:`ProgressWatch.from_dict`), so it
+survives a sensor's reschedule and a trigger's serialisation.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from airflow_provider_lotimage.client.contract import TaskProgress
+from airflow_provider_lotimage.client.schedule import adaptive_delay
 from airflow_provider_lotimage.exceptions import (
     LotImageError,
-    LotImageInputError,
     TaskStalledError,
     TaskTimeoutError,
     TransientError,
@@ -38,122 +27,6 @@ from airflow_provider_lotimage.exceptions import (
 #: Default seconds without any progress before a task counts as stalled. Generous, because a task
 #: queued behind the key's running tasks legitimately shows 0 % for minutes.
 DEFAULT_STALL_TIMEOUT = 900.0
-
-#: Seconds added to Airflow's ``[workers] min_heartbeat_interval`` to make the default delay of a
-#: trigger's first progress read (:func:`default_first_poll_delay`). It covers what happens after
-#: the task's supervisor notices that the task process has exited: its wind-down, the executor's
-#: report, and the scheduler loop that handles the report (about a second on an idle scheduler,
-#: several on a busy two-core machine).
-RESUME_MARGIN = 5.0
-
-#: What ``[workers] min_heartbeat_interval`` is when nothing sets it (Airflow's own default).
-_AIRFLOW_MIN_HEARTBEAT_INTERVAL = 5.0
-
-#: The kind of a task made by ``imagine``.
-KIND_IMAGINE = "imagine"
-#: The kind of a task made by a grid-making button: ``V1``..``V4``, reroll, zoom and vary.
-KIND_VARIATION = "variation"
-#: The kind of a task made by ``U1``..``U4``: a single picture.
-KIND_UPSCALE = "upscale"
-
-#: Typical seconds from submission to the end of a task of each kind, the prior for the first read
-#: when no progress has been seen. They are the emulator's durations (``imagine_seconds``,
-#: ``variation_seconds``, ``upscale_seconds`` at ``time_scale`` 1), which sit inside the ranges of
-#: the contract's task lifecycle for Midjourney fast mode: a grid (imagine, variations, reroll,
-#: zoom, vary) 30-90 s, an upscale 5-20 s. A faster service, or an emulator with ``time_scale`` < 1,
-#: only makes the first read come later than needed, within :data:`MAX_POLL_FACTOR`.
-TYPICAL_SECONDS: dict[str, float] = {KIND_IMAGINE: 45.0, KIND_VARIATION: 45.0, KIND_UPSCALE: 10.0}
-
-#: The adaptive schedule never waits longer than ``poll_interval`` times this between reads. The
-#: caller's ``poll_interval`` says how stale an answer may be; three times it (30 s at the default
-#: 10 s) reads a task queued at 0 % a third as often as the fixed schedule, and reports a finish
-#: after a wrong prediction at most that late. It meets the target of the batch mix (one grid to
-#: four upscales: 1.2 reads a task, against 3.6 with fixed polling): an upscale takes one read, a
-#: grid two (one to learn the rate, one at the predicted end). A factor of 5 or more would save
-#: the grid's first read at the default interval, but let a queued or mispredicted task finish
-#: unnoticed for 50 s or more, longer than a whole grid.
-MAX_POLL_FACTOR = 3.0
-
-#: Seconds the adaptive schedule leaves at least between two reads of one task: the task's fair
-#: share of the key. The contract allows 3 calls a second per key, and a key runs about 3 tasks at
-#: once, so a task read more often than once a second takes the budget of the key's other tasks
-#: and of its submissions (and draws 429s). A ``poll_interval`` below it is kept as given: the
-#: adaptive schedule never reads more often than the fixed one it replaces.
-MIN_POLL_GAP = 1.0
-
-#: Fraction of the predicted duration added to a predicted end before reading. Progress comes in
-#: steps (15, 31, 46 ... 93, 100: about a seventh of the run each), so the shown progress lags the
-#: true one by up to a step whatever the percentage, and the predicted end is early by up to a
-#: step's time; a read a tenth of the run after it mostly finds the task finished, not at 93 %.
-#: (Simulated over the contract's duration ranges, 0.1 costs about 15 % fewer reads than no
-#: margin for about 1 s more lag; a margin on the remaining time alone saves only half as many.)
-FINISH_MARGIN = 0.1
-
-_UPSCALE_BUTTONS = frozenset({"U1", "U2", "U3", "U4"})
-
-
-def kind_of_button(button: str) -> str:
-    """Return the kind of task pressing ``button`` makes, for its first read's prior.
-
-    ``U1``..``U4`` upscale one picture; every other button of the contract (``V1``..``V4``,
-    reroll, zoom, vary) makes a new grid, so an unknown label counts as a grid too.
-    """
-    return KIND_UPSCALE if button.strip() in _UPSCALE_BUTTONS else KIND_VARIATION
-
-
-def typical_seconds(kind: str | None) -> float | None:
-    """Return the prior duration of a task of ``kind`` (:data:`TYPICAL_SECONDS`), None if unknown."""
-    return TYPICAL_SECONDS.get(kind) if kind is not None else None
-
-
-def default_first_poll_delay() -> float:
-    """Return the seconds a trigger waits after its deferral before its first progress read.
-
-    Why wait at all: Airflow 3.1 to 3.3 can fail a deferred task whose trigger fires within a few
-    seconds of the deferral ("state mismatch" in the scheduler; apache/airflow issues #66374,
-    #71580, #72716). The task's supervisor notices that the task process has exited (it deferred)
-    only at its next select timeout, ``[workers] min_heartbeat_interval`` (5 s by default), and
-    only then does the executor report the deferring try as finished. If the trigger has fired
-    and the scheduler has already queued the resumed try by the time that late report is
-    handled, the scheduler takes the report for the end of the resumed try and fails the task. A
-    trigger that can yield nothing before the report is handled cannot lose that race, so its
-    first read, and therefore its first event, comes no sooner than the interval plus
-    :data:`RESUME_MARGIN` (10 s with Airflow's defaults).
-
-    Why read here, in the worker at deferral time: the supervisor that lingers is the worker's,
-    so the worker's setting is the one that counts (the DAG processor's and the triggerer's may
-    differ), and a change of the setting applies from the next deferral on.
-    """
-    from airflow.providers.common.compat.sdk import conf
-
-    interval = conf.getfloat("workers", "min_heartbeat_interval", fallback=_AIRFLOW_MIN_HEARTBEAT_INTERVAL)
-    return max(0.0, interval) + RESUME_MARGIN
-
-
-def validate_first_poll_delay(value: Any, *, name: str = "first_poll_delay") -> float | None:
-    """Check a ``first_poll_delay`` parameter: ``None`` (the default delay) or seconds >= 0.
-
-    Checked in the constructor, so a mistake fails the DAG's import instead of a deferral.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise LotImageInputError(
-            f"{name} must be a number of seconds >= 0, or None for the default, got {value!r}"
-        )
-    return float(value)
-
-
-def earliest_first_poll(first_poll_delay: float | None, *, now: float | None = None) -> float:
-    """Return when (epoch seconds) a trigger deferred now may read progress for the first time.
-
-    Absolute, so that a trigger recreated after a triggerer restart neither waits the whole delay
-    again nor forgets it. ``None`` means :func:`default_first_poll_delay`; call this in the worker,
-    at deferral time, for the reason given there.
-    """
-    delay = default_first_poll_delay() if first_poll_delay is None else max(0.0, float(first_poll_delay))
-    return (time.time() if now is None else now) + delay
-
 
 @dataclass
 class ProgressWatch:
@@ -167,11 +40,11 @@ class ProgressWatch:
     last_progress: int = -1
     last_error: str | None = None
     #: Epoch seconds before which no progress is read (so no event yielded) after a deferral;
-    #: ``None``: no such limit. See :func:`default_first_poll_delay`.
+    #: ``None``: no such limit (why: ``utils.deferral.default_first_poll_delay``).
     first_poll_at: float | None = None
     #: Whether the last observation changed the progress (for "log as it moves").
     moved: bool = False
-    #: The task's kind (:data:`KIND_IMAGINE`, :func:`kind_of_button`): the prior for the first read.
+    #: The task's kind (:mod:`.schedule`: ``KIND_IMAGINE``, ``kind_of_button``): the first read's prior.
     kind: str | None = None
     #: Whether :meth:`next_poll_in` adapts to the task (False: every ``poll_interval``).
     adaptive: bool = True
@@ -305,18 +178,18 @@ class ProgressWatch:
         """Seconds to sleep before the next poll.
 
         Adaptive (the default), the read comes when there is likely something new to see (see
-        :meth:`_wanted_at`), within :data:`MIN_POLL_GAP` and ``poll_interval`` times
-        :data:`MAX_POLL_FACTOR`, and no later than the stall deadline; otherwise every
+        :func:`.schedule.adaptive_delay`), within :data:`.schedule.MIN_POLL_GAP` and ``poll_interval``
+        times :data:`.schedule.MAX_POLL_FACTOR`, and no later than the stall deadline; otherwise every
         ``poll_interval``. ``jitter`` spreads the sleep by up to that fraction, so triggers started
         together do not read together: adaptive, only later (a read before a predicted end is
         wasted), or earlier at the upper bound, never past the bounds. Never past the overall
         timeout, so a timeout is reported on time; never before :attr:`first_poll_at`, for the
-        reason given in :func:`default_first_poll_delay`.
+        reason given in ``utils.deferral.default_first_poll_delay``.
         """
         now = time.time() if now is None else now
         spread = random.uniform(-jitter, jitter)
         if self.adaptive:
-            delay = self._adaptive_delay(poll_interval, now, abs(spread))
+            delay = adaptive_delay(self, poll_interval, now, abs(spread))
         else:
             delay = poll_interval * (1.0 + spread)
         left = self.seconds_left(now)
@@ -339,67 +212,9 @@ class ProgressWatch:
             return True
         if not self.adaptive:
             return now >= self.last_read_at + poll_interval
-        due = self.last_read_at + self._adaptive_delay(poll_interval, self.last_read_at)
+        due = self.last_read_at + adaptive_delay(self, poll_interval, self.last_read_at)
         left = self.seconds_left(self.last_read_at)
         return now >= (due if left is None else min(due, self.last_read_at + left))
-
-    def _adaptive_delay(self, poll_interval: float, now: float, spread: float = 0.0) -> float:
-        """Seconds from ``now`` to the wanted read, spread by the fraction ``spread``, within the bounds."""
-        low, high = self._gap_bounds(poll_interval, now)
-        delay = min(max(self._wanted_at(poll_interval, now) - now, low), high)
-        delay *= 1.0 - spread if delay >= high else 1.0 + spread
-        delay = min(max(delay, low), high)
-        if self.stall_timeout is not None:
-            delay = min(delay, max(0.0, self.last_change_at + self.stall_timeout - now))
-        return delay
-
-    def _gap_bounds(self, poll_interval: float, now: float) -> tuple[float, float]:
-        """Return the shortest and the longest sleep from ``now``.
-
-        The shortest keeps the fair-share gap (:data:`MIN_POLL_GAP`, or ``poll_interval`` when
-        shorter, as the fixed schedule would read) after the last read; the longest is
-        ``poll_interval`` times :data:`MAX_POLL_FACTOR`.
-        """
-        high = max(0.0, poll_interval * MAX_POLL_FACTOR)
-        if self.last_read_at is None:
-            return 0.0, high
-        low = max(0.0, self.last_read_at + min(MIN_POLL_GAP, poll_interval) - now)
-        return min(low, high), high
-
-    def _wanted_at(self, poll_interval: float, now: float) -> float:
-        """When (epoch seconds) a read is likely to find something new, before the bounds.
-
-        Before any progress: the end expected from the kind's prior; without a kind, nothing is
-        known, so the fixed schedule's next read. ``math.inf`` means "as late as the bounds
-        allow": a task that still showed 0 % past half its typical duration (a running task shows
-        its first step after about a seventh; ``poll_interval`` stands in for an unknown kind's)
-        is queued behind the key's other tasks.
-        """
-        if self.last_progress > 0:
-            return self._moving_wanted_at(now)
-        prior = typical_seconds(self.kind)
-        if (
-            self.last_read_at is not None
-            and self.last_read_at >= self.started_at + (prior or poll_interval) / 2
-        ):
-            return math.inf
-        return now + poll_interval if prior is None else self.started_at + prior * (1.0 + FINISH_MARGIN)
-
-    def _moving_wanted_at(self, now: float) -> float:
-        """Return the predicted end of a task that has moved, or later while it stands still.
-
-        The rate is the progress over the time since the task was last seen at 0 % (or since
-        submission): a long base evens out the steps progress comes in. A task that did not move
-        at the last read backs off: it waits at least as long as it has stood still, so a stalled
-        task is read less and less often (its stall deadline still gets a read).
-        """
-        since = self.started_at if self.zero_seen_at is None else self.zero_seen_at
-        elapsed = self.last_change_at - since
-        if elapsed <= 0:
-            return math.inf
-        total = elapsed * 100.0 / self.last_progress
-        predicted_end = since + total * (1.0 + FINISH_MARGIN)
-        return max(predicted_end, now + (now - self.last_change_at))
 
     def seconds_left(self, now: float | None = None) -> float | None:
         """Seconds until the overall timeout, or None without one."""

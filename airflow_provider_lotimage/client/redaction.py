@@ -4,21 +4,16 @@ Signed CDN links carry their signature in the query string, and proxy URLs may c
 their user part; logs, exceptions and XComs name URLs only through :func:`redact_url` and
 :func:`scrub`.
 
-The API key is registered with Airflow's secrets masker in every form it takes
-(:func:`register_secret`), and the masker is asked whether a value holds a secret it knows
-(:func:`mask_known_secrets`) before that value may leave in a paid call. Airflow is imported only
-inside those functions: :mod:`.images` uses this module without a configured Airflow.
+Every form a secret takes in text (:func:`secret_forms`) is what Airflow's secrets masker is told
+about the API key and what an error is searched for; telling and asking the masker is
+:mod:`airflow_provider_lotimage.utils.secrets`, since only it imports Airflow.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
-
-if TYPE_CHECKING:
-    from pydantic import JsonValue
 
 # "?" followed by at least one non-separator character: a query string inside an exception text.
 _QUERY_IN_TEXT = re.compile(r"\?[^\s'\"<>()\[\]]+")
@@ -39,7 +34,7 @@ def scrub(text: object) -> str:
     return _QUERY_IN_TEXT.sub("?<redacted>", str(text))
 
 
-# -- secrets: what Airflow's masker is told, and asked ------------------------------------------
+# -- secrets: the forms they take, and where they show ----------------------------------------
 
 
 def secret_forms(secret: str) -> list[str]:
@@ -78,36 +73,3 @@ def exception_shows(exc: BaseException, secrets: Iterable[str]) -> bool:
             return True
         pending += [current.__cause__, current.__context__]
     return False
-
-
-def register_secret(secret: str) -> None:
-    """Tell Airflow's masker every form of ``secret``, in this process and (in a task) its supervisor.
-
-    Airflow registers a connection's password as it was stored; a key read with its whitespace
-    stripped, and the header built from it, are forms only this provider knows.
-    """
-    from airflow.providers.common.compat.sdk import mask_secret
-
-    forms: list[JsonValue] = [*secret_forms(secret)]
-    mask_secret(forms)
-
-
-async def aregister_secret(secret: str) -> None:
-    """:func:`register_secret` from an event loop (a trigger), without blocking it."""
-    from airflow_provider_lotimage.version_compat import amask_secret
-
-    forms: list[JsonValue] = [*secret_forms(secret)]
-    await amask_secret(forms)
-
-
-def mask_known_secrets(text: str) -> str:
-    """Return ``text`` with every secret Airflow's masker knows in this process shown as ``***``.
-
-    The masker knows the passwords and extras of the connections read in this process (by a
-    template such as ``{{ conn.x.password }}`` too), the Variables with a sensitive name, and what
-    was registered with ``mask_secret``. ``redact`` is its public way to ask.
-    """
-    from airflow.providers.common.compat.sdk import redact
-
-    masked = redact(text)
-    return masked if isinstance(masked, str) else str(masked)

@@ -14,10 +14,13 @@ connection applies to every call, whichever mode the task waits in. The network 
 * ``trust_env``: read ``HTTP(S)_PROXY``/``NO_PROXY``, ``REQUESTS_CA_BUNDLE`` and ``.netrc`` from the
   environment (default ``true``, as ``requests`` does).
 
-The rate extras (``rate_limit``, ``rate_limit_scope``, ``rate_limit_redis_conn_id``) choose the key's
-limiter (:mod:`.ratelimit`). Every mistake is reported before any call, naming the connection and
-the field; those only the limiter can see (a Redis connection that does not exist) when the hook
-builds it, also before the first call.
+The rate extras (``rate_limit``, ``rate_limit_scope``, ``rate_limit_redis_conn_id``) say which limiter
+the key gets; the hook asks :func:`~airflow_provider_lotimage.ratelimit.registry.limiter_of` for it.
+The settings are data: building them reads no other connection and opens nothing (a CA bundle or
+client certificate path is only checked to exist), so a picture download's session needs neither
+the API transport nor the limiter. Every mistake is reported before any call, naming the connection
+and the field; those only the limiter can see (a Redis connection that does not exist) when the
+hook builds it, also before the first call.
 """
 
 from __future__ import annotations
@@ -25,12 +28,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
-from airflow_provider_lotimage.client import contract as api
+from airflow_provider_lotimage.client import contract
 from airflow_provider_lotimage.exceptions import AuthError, ConnectionConfigError
-from airflow_provider_lotimage.ratelimit.base import DEFAULT_REDIS_CONN_ID, SCOPES, RateLimiter
+from airflow_provider_lotimage.ratelimit.base import DEFAULT_REDIS_CONN_ID, SCOPES
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -46,27 +48,13 @@ class ConnectionSettings:
     base_url: str
     api_key: str = field(repr=False)
     timeout: float = DEFAULT_TIMEOUT
-    rate_limit: float = api.DEFAULT_RATE_LIMIT_PER_SECOND
+    rate_limit: float = contract.DEFAULT_RATE_LIMIT_PER_SECOND
     rate_limit_scope: str = "host"
     rate_limit_redis_conn_id: str = DEFAULT_REDIS_CONN_ID
     proxies: Mapping[str, str] = field(default_factory=dict)
     verify: Verify = True
     cert: ClientCert = None
     trust_env: bool = True
-
-    @cached_property
-    def limiter(self) -> RateLimiter:
-        """The rate limiter of this (service, key) pair, shared within its scope.
-
-        Looked up once per settings object: every call of every trigger asks for it, and the
-        lookup hashes the key, takes the registry's lock and, for scope ``redis``, reads the Redis
-        connection (blocking: the async path builds it in a worker thread).
-
-        :raises ConnectionConfigError: the limiter cannot work (e.g. no such Redis connection).
-        """
-        from airflow_provider_lotimage.ratelimit.registry import limiter_of
-
-        return limiter_of(self)
 
     def url(self, path: str) -> str:
         """Return the absolute URL of an API path."""
@@ -90,7 +78,7 @@ def read_settings(conn: Any, extra: Mapping[str, Any]) -> ConnectionSettings:
         base_url=base_url(conn.host, conn.port),
         api_key=api_key(conn_id, conn.password),
         timeout=field_error.positive(extra, "timeout", DEFAULT_TIMEOUT),
-        rate_limit=field_error.positive(extra, "rate_limit", api.DEFAULT_RATE_LIMIT_PER_SECOND),
+        rate_limit=field_error.positive(extra, "rate_limit", contract.DEFAULT_RATE_LIMIT_PER_SECOND),
         rate_limit_scope=scope,
         rate_limit_redis_conn_id=field_error.redis_conn_id(
             extra.get("rate_limit_redis_conn_id"), used=scope == "redis"
@@ -142,7 +130,7 @@ def _describe(char: str) -> str:
 
 def base_url(host: str | None, port: int | None) -> str:
     """Return the API's base URL from the connection's host (which may carry scheme and port)."""
-    url = (host or api.DEFAULT_BASE_URL).strip().rstrip("/")
+    url = (host or contract.DEFAULT_BASE_URL).strip().rstrip("/")
     if "://" not in url:
         url = f"https://{url}"
     if port and f":{port}" not in url.split("://", 1)[1]:

@@ -23,7 +23,7 @@ import requests
 import urllib3.exceptions
 from requests.auth import AuthBase
 
-from airflow_provider_lotimage.client import contract as api
+from airflow_provider_lotimage.client import contract
 from airflow_provider_lotimage.client.redaction import exception_shows, hide, redact_url, scrub, secret_forms
 from airflow_provider_lotimage.client.settings import ConnectionSettings
 from airflow_provider_lotimage.exceptions import (
@@ -139,7 +139,7 @@ class SyncTransport:
                 return Reply(
                     response.status_code,
                     response.content,
-                    api.parse_retry_after(response.headers.get("Retry-After")),
+                    contract.parse_retry_after(response.headers.get("Retry-After")),
                 )
         raise keyless(failure, cause, self.settings)  # outside ``except``: no implicit context
 

@@ -1,19 +1,22 @@
 """Checks of user input, run before any call so a mistake never spends the API budget.
 
 Each error names the parameter at fault. Templated values are checked after rendering, so a
-template that renders to nothing is caught here too, and so is a prompt or webhook that renders a
-secret (:func:`refuse_known_secrets`): what leaves in a paid call is stored by the service and
-comes back in every result.
+template that renders to nothing is caught here too. These are the client's rules, from the
+contract; a prompt or a webhook is also refused when it holds a secret Airflow masks, which only
+Airflow can tell: the provider's checks of those two are
+:func:`~airflow_provider_lotimage.utils.secrets.validate_prompt` and
+:func:`~airflow_provider_lotimage.utils.secrets.validate_webhook`, built on :func:`check_prompt`
+and :func:`check_webhook`.
 """
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_lotimage.client.contract import ALL_BUTTONS, MAX_PROMPT_LENGTH
-from airflow_provider_lotimage.client.redaction import mask_known_secrets
 from airflow_provider_lotimage.exceptions import LotImageInputError
 
 #: The control characters a prompt may hold: tabs and line breaks, which a prompt read from a file
@@ -23,8 +26,8 @@ from airflow_provider_lotimage.exceptions import LotImageInputError
 PROMPT_CONTROLS = "\t\n\r"
 
 
-def validate_prompt(prompt: Any, *, name: str = "prompt") -> str:
-    """Require a non-blank text of at most :data:`MAX_PROMPT_LENGTH` characters, holding no secret."""
+def check_prompt(prompt: Any, *, name: str = "prompt") -> str:
+    """Require a non-blank text of at most :data:`MAX_PROMPT_LENGTH` characters; return it stripped."""
     if not isinstance(prompt, str):
         raise LotImageInputError(f"{name} must be a string, got {type(prompt).__name__}")
     text = prompt.strip()
@@ -34,12 +37,11 @@ def validate_prompt(prompt: Any, *, name: str = "prompt") -> str:
         raise LotImageInputError(
             f"{name} has {len(text)} characters; LotImage prompts may have at most {MAX_PROMPT_LENGTH}"
         )
-    require_text(text, name=name, allowed=PROMPT_CONTROLS)
-    return refuse_known_secrets(text, name=name)
+    return require_text(text, name=name, allowed=PROMPT_CONTROLS)
 
 
-def validate_webhook(webhook: Any, *, name: str = "webhook") -> str | None:
-    """None, or an absolute http(s) URL with a host (and a valid port), holding no secret."""
+def check_webhook(webhook: Any, *, name: str = "webhook") -> str | None:
+    """None, or an absolute http(s) URL with a host (and a valid port); return it stripped."""
     if webhook is None:
         return None
     if not isinstance(webhook, str) or not webhook.strip():
@@ -55,7 +57,7 @@ def validate_webhook(webhook: Any, *, name: str = "webhook") -> str | None:
         raise LotImageInputError(f"{name} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise LotImageInputError(f"{name} must be an http(s) URL with a host, got {webhook!r}")
-    return refuse_known_secrets(url, name=name)
+    return url
 
 
 def validate_cutting(cutting: Any, *, name: str = "cutting") -> bool:
@@ -113,22 +115,15 @@ def require_text(text: str, *, name: str, allowed: str = "") -> str:
     return text
 
 
-def refuse_known_secrets(text: str, *, name: str) -> str:
-    """Refuse ``text`` if it holds a secret Airflow's masker knows; the error shows it as ``***``.
+def validate_first_poll_delay(value: Any, *, name: str = "first_poll_delay") -> float | None:
+    """Check a ``first_poll_delay`` parameter: ``None`` (the default delay) or seconds >= 0.
 
-    A prompt or webhook leaves in a paid call, is stored by the service and comes back unmasked in
-    the result (XCom, sidecars, the gallery): a template such as ``{{ conn.x.password }}`` in text
-    read from data would send that password away. The masker knows every connection password read
-    in this process (by such a template too), sensitive Variables and the API key, registered as
-    the hook reads it. Values shorter than ``[logging] min_length_masked_secret`` it ignores.
+    Checked in the constructor, so a mistake fails the DAG's import instead of a deferral.
     """
-    masked = mask_known_secrets(text)
-    if masked == text:
-        return text
-    at = max(masked.find("***"), 0)
-    excerpt = masked[max(at - 60, 0) : at + 60]
-    raise LotImageInputError(
-        f"{name} holds a secret that Airflow masks (a connection's password or extra, a sensitive "
-        f"Variable, the API key), shown here as ***: ...{excerpt!r}...; nothing was sent. Text read "
-        "from data is rendered as a template: wrap it in airflow.sdk.literal() or pass it through XCom"
-    )
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise LotImageInputError(
+            f"{name} must be a number of seconds >= 0, or None for the default, got {value!r}"
+        )
+    return float(value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_lotimage.client.progress import kind_of_button
+from airflow_provider_lotimage.client.schedule import kind_of_button
 from airflow_provider_lotimage.client.validation import validate_button, validate_task_id
 from airflow_provider_lotimage.operators.submit import LotImageSubmitOperator
 from airflow_provider_lotimage.utils.templating import NOT_YET, parse_time_value

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_lotimage.client.progress import KIND_IMAGINE
-from airflow_provider_lotimage.client.validation import validate_prompt
+from airflow_provider_lotimage.client.schedule import KIND_IMAGINE
 from airflow_provider_lotimage.operators.submit import LotImageSubmitOperator
+from airflow_provider_lotimage.utils.secrets import validate_prompt
 from airflow_provider_lotimage.utils.templating import NOT_YET, parse_time_value
 
 

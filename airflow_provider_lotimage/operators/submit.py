@@ -26,12 +26,9 @@ from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_lotimage import config
 from airflow_provider_lotimage.client.contract import TaskProgress
-from airflow_provider_lotimage.client.progress import (
-    DEFAULT_STALL_TIMEOUT,
-    earliest_first_poll,
-    validate_first_poll_delay,
-)
-from airflow_provider_lotimage.client.validation import validate_cutting, validate_webhook
+from airflow_provider_lotimage.client.options import WaitOptions
+from airflow_provider_lotimage.client.progress import DEFAULT_STALL_TIMEOUT
+from airflow_provider_lotimage.client.validation import validate_cutting, validate_first_poll_delay
 from airflow_provider_lotimage.exceptions import (
     AmbiguousSubmitError,
     LotImageError,
@@ -49,18 +46,21 @@ from airflow_provider_lotimage.keys import (
     TASK_ID_XCOM_KEY,
 )
 from airflow_provider_lotimage.links import LotImagePictureLink, record_result
-from airflow_provider_lotimage.triggers.task_progress import (
-    TaskProgressTrigger,
-    ends_in_triggerer,
-    result_from_event,
-)
+from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger
 from airflow_provider_lotimage.utils.budget import (
     PaidTaskBudget,
     RunLedger,
     paid_task_ids,
     parse_budget,
 )
+from airflow_provider_lotimage.utils.deferral import (
+    TaskEnding,
+    ends_in_triggerer,
+    hold_seconds,
+    result_from_event,
+)
 from airflow_provider_lotimage.utils.failures import fail_fast
+from airflow_provider_lotimage.utils.secrets import validate_webhook
 from airflow_provider_lotimage.utils.task_state import ResumableJobMixin, release, task_state
 from airflow_provider_lotimage.utils.templating import NOT_YET, parse_time_value
 
@@ -86,7 +86,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         first progress read, so before the task can resume. ``None`` (default): the worker's
         ``[workers] min_heartbeat_interval`` + 5 s, read when it defers (10 s with Airflow's
         defaults). A trigger that fires sooner can make Airflow 3 fail the resumed task ("state
-        mismatch"); see :func:`~airflow_provider_lotimage.client.progress.default_first_poll_delay`. No
+        mismatch"); see :func:`~airflow_provider_lotimage.utils.deferral.default_first_poll_delay`. No
         progress is read before deferring: a task submitted a moment ago cannot have finished,
         and a retry that reconnects to its task has just read its progress.
     :param end_from_trigger: deferrable only: when the picture is ready, end the task in the
@@ -317,20 +317,22 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     def _trigger(self, task_id: str) -> TaskProgressTrigger:
         """Build the trigger that waits for ``task_id`` and, if allowed, ends this task."""
         end_here = ends_in_triggerer(self)
-        return TaskProgressTrigger(
-            lotimage_task_id=task_id,
-            lotimage_conn_id=self.lotimage_conn_id,
+        options = WaitOptions.starting_at(
+            time.time(),
+            timeout=self.timeout,
+            first_poll_delay=hold_seconds(self.first_poll_delay),
             poll_interval=self.poll_interval,
-            end_time=None if self.timeout is None else time.time() + self.timeout,
             stall_timeout=self.stall_timeout,
-            first_poll_at=earliest_first_poll(self.first_poll_delay),
-            end_from_trigger=end_here,
-            release_keys=self._record_keys() if end_here else None,
-            push_return_value=self.do_xcom_push,
-            push_task_id=True,
             kind=self.task_kind(),
             adaptive_polling=self.adaptive_polling,
         )
+        ending = TaskEnding(
+            end_from_trigger=end_here,
+            release_keys=tuple(self._record_keys()) if end_here else (),
+            push_return_value=self.do_xcom_push,
+            push_task_id=True,
+        )
+        return TaskProgressTrigger.waiting_for(task_id, self.lotimage_conn_id, options, ending)
 
     def get_job_result(self, external_id: Any, context: Context) -> Any:
         """Return the taskId, or the finished task's result dict."""

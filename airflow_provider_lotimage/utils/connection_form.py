@@ -4,8 +4,10 @@ Airflow 3.2 and later build the form from ``conn-fields`` and ``ui-field-behavio
 :func:`~airflow_provider_lotimage.get_provider_info.get_provider_info`, and deprecate the hook
 methods. Airflow 3.1 knows only the hook's ``get_ui_field_behaviour()`` and
 ``get_connection_form_widgets()``, so :class:`~airflow_provider_lotimage.hooks.lotimage.LotImageHook`
-defines them there (and only there, see :mod:`.version_compat`), built by this module from the
-same declarative description: one source for both.
+has them there (and only there: 3.2 and later warn about hooks that define them; see
+:mod:`airflow_provider_lotimage.version_compat`): :data:`get_ui_field_behaviour` and
+:data:`get_connection_form_widgets`, built by this module from the same declarative description,
+one source for both.
 
 The widgets are WTForms fields, imported when the form is asked for: Airflow 3.1's API server
 stands in for WTForms and Flask-AppBuilder when they are not installed, and turns the fields into
@@ -60,3 +62,18 @@ def connection_form_widgets() -> dict[str, Any]:
             default=None if default is None else str(default),
         )
     return widgets
+
+
+def _hook_ui_field_behaviour(cls: type) -> dict[str, Any]:
+    """Return the form's standard fields: hidden, relabelled, with placeholders (Airflow 3.1)."""
+    return ui_field_behaviour()
+
+
+def _hook_connection_form_widgets(cls: type) -> dict[str, Any]:
+    """Return the form's extra fields as WTForms fields (Airflow 3.1)."""
+    return connection_form_widgets()
+
+
+#: The hook's classmethods on Airflow 3.1 (put in its class body, where 3.1 looks for them).
+get_ui_field_behaviour: classmethod[Any, [], dict[str, Any]] = classmethod(_hook_ui_field_behaviour)
+get_connection_form_widgets: classmethod[Any, [], dict[str, Any]] = classmethod(_hook_connection_form_widgets)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from airflow_provider_lotimage.client.contract import TaskProgress
-from airflow_provider_lotimage.client.progress import (
+from airflow_provider_lotimage.client.progress import ProgressWatch
+from airflow_provider_lotimage.client.schedule import (
     FINISH_MARGIN,
     KIND_IMAGINE,
     KIND_UPSCALE,
@@ -16,7 +17,6 @@ from airflow_provider_lotimage.client.progress import (
     MAX_POLL_FACTOR,
     MIN_POLL_GAP,
     TYPICAL_SECONDS,
-    ProgressWatch,
     kind_of_button,
     typical_seconds,
 )

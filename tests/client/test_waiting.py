@@ -7,14 +7,14 @@ import math
 import pytest
 
 from airflow_provider_lotimage.client.contract import TaskProgress
-from airflow_provider_lotimage.client.progress import (
+from airflow_provider_lotimage.client.progress import ProgressWatch
+from airflow_provider_lotimage.client.validation import validate_first_poll_delay
+from airflow_provider_lotimage.exceptions import LotImageInputError, TaskStalledError, TransientError
+from airflow_provider_lotimage.utils.deferral import (
     RESUME_MARGIN,
-    ProgressWatch,
     default_first_poll_delay,
     earliest_first_poll,
-    validate_first_poll_delay,
 )
-from airflow_provider_lotimage.exceptions import LotImageInputError, TaskStalledError, TransientError
 
 T0 = 1_000_000.0
 

@@ -374,7 +374,7 @@ def _spend(
     hook: LotImageHook, loop: str, monkeypatch: pytest.MonkeyPatch, held: list[float]
 ) -> tuple[str, object]:
     """Run one call of ``loop``: ``("returned", value)`` or ``("raised", error)``."""
-    limiter = hook.transport.settings.limiter
+    limiter = hook.limiter
     monkeypatch.setattr(limiter, "block_for", held.append)
 
     async def ablock_for(seconds: float) -> None:
@@ -461,7 +461,7 @@ def test_a_paid_call_is_never_given_back(hook: LotImageHook, lotimage_emulator) 
     sent: list[str] = []
     with pytest.raises(ValueError, match="never given back"):
         REAL.run(
-            call, hook.transport.settings.limiter, hook.log, lambda: sent.append("imagine"), give_back=True
+            call, hook.limiter, hook.log, lambda: sent.append("imagine"), give_back=True
         )
     assert sent == []
     assert lotimage_emulator.stats()["requests"]["imagine"] == 0

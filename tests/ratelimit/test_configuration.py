@@ -112,11 +112,12 @@ def test_a_wrong_redis_password_is_an_outage_not_a_failure(
     from types import SimpleNamespace
 
     from airflow_provider_lotimage.client.settings import read_settings
+    from airflow_provider_lotimage.ratelimit.registry import limiter_of
 
     conn = SimpleNamespace(
         conn_id="lotimage_default", host="http://lotimage.invalid", port=None, password=api_key
     )
-    limiter = read_settings(conn, {"rate_limit_scope": "redis"}).limiter
+    limiter = limiter_of(read_settings(conn, {"rate_limit_scope": "redis"}))
     assert isinstance(limiter, RedisBudget)
     started = time.monotonic()
     limiter.acquire()
@@ -131,13 +132,14 @@ _WITHOUT_REDIS = textwrap.dedent(
     for name in ("redis", "airflow.providers.redis.hooks"):  # as if neither were installed
         sys.modules[name] = None
     from airflow_provider_lotimage.client.settings import read_settings
+    from airflow_provider_lotimage.ratelimit.registry import limiter_of
     from airflow_provider_lotimage.exceptions import ConnectionConfigError
     import airflow_provider_lotimage.hooks.lotimage, airflow_provider_lotimage.triggers.task_progress
 
     conn = SimpleNamespace(conn_id="c", host="http://127.0.0.1:1", port=None, password="k")
-    read_settings(conn, {}).limiter
+    limiter_of(read_settings(conn, {}))
     try:
-        read_settings(conn, {"rate_limit_scope": "redis"}).limiter
+        limiter_of(read_settings(conn, {"rate_limit_scope": "redis"}))
     except ConnectionConfigError as exc:
         print(exc)
     """

@@ -26,9 +26,10 @@ Order = dict[str, Any]
 
 def limiter(spec: dict[str, Any]) -> Callable[[Order], Any]:
     from airflow_provider_lotimage.client.settings import read_settings
+    from airflow_provider_lotimage.ratelimit.registry import limiter_of
 
     conn = SimpleNamespace(conn_id="lotimage_default", host=spec["url"], port=None, password=spec["key"])
-    rate = read_settings(conn, spec["extra"]).limiter
+    rate = limiter_of(read_settings(conn, spec["extra"]))
 
     def acquire(order: Order) -> Any:
         """Take ``calls`` slots (by ``concurrency`` coroutines when given); the moments they came."""

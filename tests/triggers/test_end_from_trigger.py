@@ -25,7 +25,8 @@ from airflow_provider_lotimage.exceptions import LotImageInputError
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.links import LotImagePictureLink
 from airflow_provider_lotimage.triggers import task_progress
-from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger, result_from_event
+from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger
+from airflow_provider_lotimage.utils.deferral import result_from_event
 
 PAST = 0.0  # first_poll_at in the past: read at once
 

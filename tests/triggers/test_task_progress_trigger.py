@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_lotimage.client.progress import RESUME_MARGIN
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger
+from airflow_provider_lotimage.utils.deferral import RESUME_MARGIN
 
 HOLD = 1.5
 

@@ -7,19 +7,16 @@ import uuid
 
 import pytest
 
-from airflow_provider_lotimage.client.redaction import (
+from airflow_provider_lotimage.client.redaction import exception_shows, secret_forms
+from airflow_provider_lotimage.exceptions import LotImageInputError
+from airflow_provider_lotimage.utils.secrets import (
     aregister_secret,
-    exception_shows,
     mask_known_secrets,
-    register_secret,
-    secret_forms,
-)
-from airflow_provider_lotimage.client.validation import (
     refuse_known_secrets,
+    register_secret,
     validate_prompt,
     validate_webhook,
 )
-from airflow_provider_lotimage.exceptions import LotImageInputError
 
 
 @pytest.mark.parametrize("register", ["sync", "async"], ids=["worker", "triggerer"])
