@@ -1,58 +1,62 @@
-"""What ImagineOperator and ButtonOperator share: submit once, remember it, then return, wait or defer.
+"""LotImageSubmitOperator: what ImagineOperator and ButtonOperator share.
 
-Crash safety comes from Airflow's ``ResumableJobMixin``: the new taskId is written to the task
-state store before any waiting, so a retry after a worker crash reconnects to the task already
-paid for. The stored record also carries a fingerprint of the request, so a task whose prompt or
-button changed since is submitted afresh rather than confused with the old one. Below Airflow 3.3
-the record is an Airflow Variable, deleted when the task succeeds (:mod:`..task_state`).
+Submit once, remember it, then return, wait or defer. Crash safety comes from Airflow's
+``ResumableJobMixin``: the new taskId is written to the task state store before any waiting, so a
+retry after a worker crash reconnects to the task already paid for. The stored record also carries
+a fingerprint of the request, so a task whose prompt or button changed since is submitted afresh
+rather than confused with the old one. Below Airflow 3.3 the record is an Airflow Variable, deleted
+when the task succeeds (:mod:`airflow_provider_lotimage.utils.task_state`).
 
 Deferrable and waiting, a task by default ends in the triggerer when its picture is ready
 (``end_from_trigger``): the trigger stores the XComs and, below Airflow 3.3, deletes those
 Variables first; how, and what that skips, in
 :class:`~airflow_provider_lotimage.triggers.task_progress.TaskProgressTrigger`.
+
+**Paid-task budget**: when the DAG run has the param ``max_paid_tasks_per_run`` (a whole number;
+``None`` for no budget), every paid call of the run's LotImage operators first takes a place in it,
+counted across tasks, map indexes, workers and tries: a retry that reconnects to its paid task takes
+none, one that submits afresh takes one more. Once the run's places are taken, the task fails
+before any call with ``PaidTaskBudgetError`` and without Airflow retries (the run's budget stays
+spent). How it is counted, and the exact bound, is in :mod:`airflow_provider_lotimage.utils.budget`;
+the operator asks :class:`~.submission.PaidSubmission` before each paid call.
+
+**Daily quota**: a paid call refused because the key's daily quota is spent fails at once, without
+Airflow retries, saying when the quota resets (00:00 UTC); nothing was paid. A task whose paid task
+cannot be *read* for the same reason fails the same way, keeping its taskId: cleared after the
+reset, it reconnects to the paid task without paying again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_lotimage import config
-from airflow_provider_lotimage.client.contract import TaskProgress
 from airflow_provider_lotimage.client.options import WaitOptions
 from airflow_provider_lotimage.client.progress import DEFAULT_STALL_TIMEOUT
 from airflow_provider_lotimage.client.validation import validate_cutting, validate_first_poll_delay
-from airflow_provider_lotimage.exceptions import (
-    AmbiguousSubmitError,
-    LotImageError,
-    QuotaExhaustedError,
-    TaskFailedError,
-    TaskNotFoundError,
-    TaskStalledError,
-)
+from airflow_provider_lotimage.exceptions import TaskFailedError, TaskNotFoundError
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.keys import (
-    BUDGET_PARAM,
     IMAGE_URL_XCOM_KEY,
     PAID_TASKS_KEY,
     SUBMITTED_TASK_KEY,
     TASK_ID_XCOM_KEY,
 )
 from airflow_provider_lotimage.links import LotImagePictureLink, record_result
-from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger
-from airflow_provider_lotimage.utils.budget import (
-    PaidTaskBudget,
-    RunLedger,
-    paid_task_ids,
-    parse_budget,
+from airflow_provider_lotimage.operators.submission import (
+    Outcomes,
+    PaidSubmission,
+    abandoned_on_failure,
+    paid_task_unreadable,
+    run_budget,
 )
+from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger
 from airflow_provider_lotimage.utils.deferral import (
     TaskEnding,
     ends_in_triggerer,
@@ -61,17 +65,19 @@ from airflow_provider_lotimage.utils.deferral import (
 )
 from airflow_provider_lotimage.utils.failures import fail_fast
 from airflow_provider_lotimage.utils.secrets import validate_webhook
-from airflow_provider_lotimage.utils.task_state import ResumableJobMixin, release, task_state
+from airflow_provider_lotimage.utils.task_state import ResumableJobMixin, release
 from airflow_provider_lotimage.utils.templating import NOT_YET, parse_time_value
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_lotimage.utils.budget import PaidTaskBudget
+
 __all__ = ["LotImageSubmitOperator"]
 
 
 class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
-    """Base of the operators that create a paid LotImage task.
+    """Base of the operators that create a paid LotImage task (see the module doc: budget, quota).
 
     :param lotimage_conn_id: the LotImage connection.
     :param cutting: also deliver the four pictures of the grid separately (``image_urls``).
@@ -98,19 +104,6 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     :param adaptive_polling: read progress when the task has likely moved or finished (predicted
         from its kind and progress rate) instead of every ``poll_interval``; see
         :meth:`~airflow_provider_lotimage.client.progress.ProgressWatch.next_poll_in`.
-
-    **Paid-task budget**: when the DAG run has the param ``max_paid_tasks_per_run`` (a whole
-    number; ``None`` for no budget), every paid call of the run's LotImage operators first takes a
-    place in it, counted across tasks, map indexes, workers and tries: a retry that reconnects to
-    its paid task takes none, one that submits afresh takes one more. Once the run's places are
-    taken, the task fails before any call with ``PaidTaskBudgetError`` and without Airflow retries
-    (the run's budget stays spent). How it is counted, and the exact bound, is in
-    :mod:`airflow_provider_lotimage.utils.budget`.
-
-    **Daily quota**: a paid call refused because the key's daily quota is spent fails at once,
-    without Airflow retries, saying when the quota resets (00:00 UTC); nothing was paid. A task
-    whose paid task cannot be *read* for the same reason fails the same way, keeping its taskId:
-    cleared after the reset, it reconnects to the paid task without paying again.
     """
 
     external_id_key = SUBMITTED_TASK_KEY
@@ -147,9 +140,9 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         self.first_poll_delay = validate_first_poll_delay(first_poll_delay)
         self.end_from_trigger = end_from_trigger
         self.adaptive_polling = adaptive_polling
-        self._result: Any = None
+        #: The run's paid-task budget for this try (``None``: the run has none), set as it starts.
         self._budget: PaidTaskBudget | None = None
-        self._finished: TaskProgress | None = None
+        self._outcomes = Outcomes()
 
     @cached_property
     def hook(self) -> LotImageHook:
@@ -161,10 +154,11 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     def validate(self) -> None:
         """Check the rendered parameters; raise LotImageInputError before any call.
 
-        The connection is read first: the hook registers its key with Airflow's masker, so the
-        check for secrets in the rendered text knows the key too.
+        The connection is read and its limiter looked up first: the hook registers the key with
+        Airflow's masker, so the check for secrets in the rendered text knows the key too, and a
+        rate-limit mistake fails before the run's budget is touched.
         """
-        _ = self.hook.settings
+        _ = self.hook.limiter
         self.webhook = validate_webhook(self.webhook)
 
     def submit(self) -> str:
@@ -176,7 +170,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         return {"cutting": self.cutting}
 
     def task_kind(self) -> str | None:
-        """Return the kind of task submitted (``waiting.KIND_*``), the prior of adaptive polling."""
+        """Return the kind of task submitted (``client.schedule.KIND_*``), adaptive polling's prior."""
         return None
 
     # -- execution -------------------------------------------------------------------------------
@@ -184,7 +178,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     def execute(self, context: Context) -> Any:
         """Check the input, then submit (or reconnect to) the paid task and return or wait."""
         with fail_fast(resubmits=True):
-            self._budget = self.paid_task_budget(context)
+            self._budget = run_budget(context, LotImageSubmitOperator)
             if self._budget is not None:
                 # Airflow deleted this task instance's XComs as the try started: claim again at once.
                 self._budget.republish()
@@ -193,17 +187,16 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         self._release(context)
         return result
 
-    def paid_task_budget(self, context: Context) -> PaidTaskBudget | None:
-        """Return the run's paid-task budget (the DAG param ``max_paid_tasks_per_run``), if it has one.
-
-        :raises LotImageInputError: the param is not a whole number, before any call.
-        """
-        params = context.get("params") or {}
-        limit = parse_budget(params.get(BUDGET_PARAM))
-        if limit is None:
-            return None
-        ledger = RunLedger(context, paid_task_ids(context["dag"], LotImageSubmitOperator))
-        return PaidTaskBudget(limit, ledger)
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Resume after the trigger fired: validate its event, then return the result dict."""
+        with fail_fast(resubmits=True):
+            self._budget = run_budget(context, LotImageSubmitOperator)
+            task_id = event.get("lotimage_task_id") if isinstance(event, dict) else None
+            with abandoned_on_failure(context, self.external_id_key), paid_task_unreadable(task_id):
+                result = result_from_event(event)
+            result = record_result(context, result)
+        self._release(context)
+        return result
 
     def _release(self, context: Context) -> None:
         for key in self._record_keys():
@@ -213,22 +206,6 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         """Return the keys of this task's records that go when it succeeds (see :func:`release`)."""
         return [self.external_id_key] + ([PAID_TASKS_KEY] if self._budget is not None else [])
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        """Resume after the trigger fired: validate its event, then return the result dict."""
-        with fail_fast(resubmits=True):
-            self._budget = self.paid_task_budget(context)
-            try:
-                with self._paid_task_unreadable(
-                    event.get("lotimage_task_id") if isinstance(event, dict) else None
-                ):
-                    result = result_from_event(event)
-            except (TaskStalledError, TaskFailedError):
-                self._forget(context)
-                raise
-            result = record_result(context, result)
-        self._release(context)
-        return result
-
     # -- ResumableJobMixin -----------------------------------------------------------------------
 
     def _fingerprint(self) -> str:
@@ -237,21 +214,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
 
     def submit_job(self, context: Context) -> dict[str, Any]:
         """Take a place in the run's budget, make the paid call, and return the record to store."""
-        if self._budget is not None:
-            self._budget.admit()
-        try:
-            task_id = self.submit()
-        except QuotaExhaustedError as err:
-            self._give_back()
-            raise _with_advice(
-                err,
-                "This task's paid call was refused, so nothing was paid for it: clear it after the "
-                "reset to submit it then",
-            ) from err
-        except LotImageError as err:
-            if not isinstance(err, AmbiguousSubmitError):
-                self._give_back()  # answered with a refusal, or never sent: no task was created
-            raise
+        task_id = PaidSubmission(self._budget).submit(self.submit)
         self.log.info("Submitted LotImage task %s", task_id)
         context["ti"].xcom_push(key=TASK_ID_XCOM_KEY, value=task_id)
         return {"lotimage_task_id": task_id, "request": self._fingerprint()}
@@ -266,17 +229,18 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
             return "superseded"
         if external_id.get("abandoned"):
             return "abandoned"
+        task_id = str(external_id.get("lotimage_task_id"))
         try:
-            with self._paid_task_unreadable(str(external_id.get("lotimage_task_id"))):
-                progress = self.hook.get_task_progress(str(external_id.get("lotimage_task_id")))
+            with paid_task_unreadable(task_id):
+                progress = self.hook.get_task_progress(task_id)
         except TaskFailedError:
             return "failed"
         except TaskNotFoundError:
             return "not_found"
-        if progress.is_finished:
-            self._finished = progress  # the result, read once: each read counts against a daily quota
-            return "finished"
-        return "running"
+        if not progress.is_finished:
+            return "running"
+        self._outcomes.finished[task_id] = progress  # read once: each read counts against a daily quota
+        return "finished"
 
     def is_job_active(self, status: str) -> bool:
         """Reconnect to a running task."""
@@ -292,27 +256,41 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         context["ti"].xcom_push(key=TASK_ID_XCOM_KEY, value=task_id)
         # The extra link is computed whenever the task finishes or defers: give it a value early.
         context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value="")
-        if not self.wait_for_completion:
-            self._result = task_id
-            return task_id
-        if self.deferrable:
+        if self.wait_for_completion and self.deferrable:
             self.defer(trigger=self._trigger(task_id), method_name="execute_complete")
-        try:
-            with self._paid_task_unreadable(task_id):
-                progress = self.hook.wait_for_task(
-                    task_id,
-                    poll_interval=self.poll_interval,
-                    timeout=self.timeout,
-                    stall_timeout=self.stall_timeout,
-                    on_progress=lambda pct: self.log.info("LotImage task %s: %d%%", task_id, pct),
-                    kind=self.task_kind(),
-                    adaptive=self.adaptive_polling,
-                )
-        except (TaskStalledError, TaskFailedError):
-            self._forget(context)
-            raise
-        self._result = record_result(context, progress.to_result())
-        return self._result
+        result = self._wait(task_id, context) if self.wait_for_completion else task_id
+        self._outcomes.results[task_id] = result
+        return result
+
+    def get_job_result(self, external_id: Any, context: Context) -> Any:
+        """Return the taskId, or the finished task's result dict (read at most once, recorded once)."""
+        task_id = str(external_id["lotimage_task_id"])
+        if task_id in self._outcomes.results:
+            return self._outcomes.results[task_id]
+        context["ti"].xcom_push(key=TASK_ID_XCOM_KEY, value=task_id)
+        if not self.wait_for_completion:
+            return task_id
+        progress = self._outcomes.finished.get(task_id)
+        if progress is None:
+            with paid_task_unreadable(task_id):
+                progress = self.hook.get_task_progress(task_id)
+        return record_result(context, progress.to_result())
+
+    # -- waiting -----------------------------------------------------------------------------------
+
+    def _wait(self, task_id: str, context: Context) -> dict[str, Any]:
+        """Wait here, blocking the worker, and record the finished task's result."""
+        with abandoned_on_failure(context, self.external_id_key), paid_task_unreadable(task_id):
+            progress = self.hook.wait_for_task(
+                task_id,
+                poll_interval=self.poll_interval,
+                timeout=self.timeout,
+                stall_timeout=self.stall_timeout,
+                on_progress=lambda pct: self.log.info("LotImage task %s: %d%%", task_id, pct),
+                kind=self.task_kind(),
+                adaptive=self.adaptive_polling,
+            )
+        return record_result(context, progress.to_result())
 
     def _trigger(self, task_id: str) -> TaskProgressTrigger:
         """Build the trigger that waits for ``task_id`` and, if allowed, ends this task."""
@@ -333,53 +311,3 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
             push_task_id=True,
         )
         return TaskProgressTrigger.waiting_for(task_id, self.lotimage_conn_id, options, ending)
-
-    def get_job_result(self, external_id: Any, context: Context) -> Any:
-        """Return the taskId, or the finished task's result dict."""
-        if self._result is not None:
-            return self._result
-        task_id = str(external_id["lotimage_task_id"])
-        context["ti"].xcom_push(key=TASK_ID_XCOM_KEY, value=task_id)
-        if not self.wait_for_completion:
-            return task_id
-        progress = self._finished
-        if progress is None or progress.task_id != task_id:
-            with self._paid_task_unreadable(task_id):
-                progress = self.hook.get_task_progress(task_id)
-        return record_result(context, progress.to_result())
-
-    def _give_back(self) -> None:
-        """Return the budget place of a paid call that certainly created no task."""
-        if self._budget is not None:
-            self._budget.release()
-
-    @contextlib.contextmanager
-    def _paid_task_unreadable(self, lotimage_task_id: str | None) -> Iterator[None]:
-        """Say, when a read of a paid task is refused for the daily quota, that clearing costs nothing.
-
-        The taskId stays recorded (it is not forgotten, unlike a failed task), so the task cleared
-        after the reset reconnects to the paid task instead of submitting again.
-        """
-        try:
-            yield
-        except QuotaExhaustedError as err:
-            which = f"LotImage task {lotimage_task_id}" if lotimage_task_id else "The LotImage task"
-            raise _with_advice(
-                err,
-                f"{which} is paid but its progress cannot be read until then: clear this task after "
-                "the reset and it reconnects to the paid task without paying again",
-            ) from err
-
-    def _forget(self, context: Context) -> None:
-        """Mark the stored task as not worth reconnecting to, so a retry submits afresh."""
-        store = task_state(context)
-        if store is None:
-            return
-        stored = store.get(self.external_id_key)
-        if isinstance(stored, dict):
-            store.set(self.external_id_key, {**stored, "abandoned": True})
-
-
-def _with_advice(err: QuotaExhaustedError, advice: str) -> QuotaExhaustedError:
-    """Return the same spent-quota error with what it means for this task appended."""
-    return QuotaExhaustedError(f"{err.message}. {advice}", status=err.status, http_status=err.http_status)
