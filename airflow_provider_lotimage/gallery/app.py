@@ -36,8 +36,8 @@ from airflow_provider_lotimage.gallery.index import (
     paginate,
     read_pictures,
     read_sidecar,
-    sidecar_path,
 )
+from airflow_provider_lotimage.storage.layout import sidecar_path
 
 _STATIC = {"gallery.css": "text/css", "gallery.js": "text/javascript"}
 _MEDIA = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
@@ -79,7 +79,7 @@ def _recorded(session: Any, dag_id: str, run_id: str, path: str) -> tuple[Pictur
             sidecar = read_sidecar(picture)
             if sidecar is None:
                 break
-            return Picture(picture, sidecar[1], sidecar=sidecar[0]), path != picture
+            return Picture(picture, sidecar[1], sidecar_bytes=sidecar[0]), path != picture
     raise _not_found("No such picture in this run")
 
 
@@ -133,7 +133,7 @@ def view(request: Request, dag_id: DagIdDep, run_id: RunIdDep, path: PathDep, se
     picture, is_sidecar = _recorded(session, dag_id, run_id, path)
     if is_sidecar:
         raise _not_found()
-    button = button_of(picture.meta, records.pressed_buttons(session, dag_id, run_id))
+    button = button_of(picture.sidecar, records.pressed_buttons(session, dag_id, run_id))
     picture = dataclasses.replace(picture, button=button)
     return pages.picture_page(_urls(request), dag_id, run_id, picture)
 
@@ -146,7 +146,7 @@ def file(dag_id: DagIdDep, run_id: RunIdDep, path: PathDep, session: SessionDep)
 
     picture, is_sidecar = _recorded(session, dag_id, run_id, path)
     if is_sidecar:  # the very bytes that were parsed and checked
-        return Response(picture.sidecar, media_type="application/json", headers=_PRIVATE)
+        return Response(picture.sidecar_bytes, media_type="application/json", headers=_PRIVATE)
     try:
         data = read_verified(picture)
     except Unreadable:

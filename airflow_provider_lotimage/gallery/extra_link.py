@@ -24,10 +24,9 @@ from urllib.parse import urlsplit, urlunsplit
 from airflow_provider_lotimage import config
 from airflow_provider_lotimage.client.contract import DEFAULT_BASE_URL
 from airflow_provider_lotimage.gallery import records
-from airflow_provider_lotimage.gallery.index import PICTURE_NAME
 from airflow_provider_lotimage.gallery.pages import Urls
 from airflow_provider_lotimage.keys import IMAGE_URL_XCOM_KEY, RETURN_VALUE_XCOM_KEY
-from airflow_provider_lotimage.storage.store import safe_task_id
+from airflow_provider_lotimage.storage.layout import PictureName, safe_task_id
 
 #: Where LotImage's pictures are served (the contract: Discord's CDN), plus the service itself.
 PICTURE_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net", urlsplit(DEFAULT_BASE_URL).hostname})
@@ -89,7 +88,7 @@ def stored_copy(paths: list[str], lotimage_id: str) -> str | None:
     stem = safe_task_id(lotimage_id)
     found = []
     for path in paths:
-        match = PICTURE_NAME.match(path.rpartition("/")[2])
-        if match and match["stem"].rpartition("_")[0] == stem:
-            found.append((int(match["index"]), path))
+        parsed = PictureName.parse(path.rpartition("/")[2])
+        if parsed is not None and parsed.task_stem == stem:
+            found.append((parsed.index, path))
     return min(found)[1] if found else None

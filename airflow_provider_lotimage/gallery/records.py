@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, cast, select
 
-from airflow_provider_lotimage.gallery.index import file_stems, in_destination
+from airflow_provider_lotimage.gallery.index import in_destination
 from airflow_provider_lotimage.keys import EVENT_DESTINATION, EVENT_TASK_IDS, RETURN_VALUE_XCOM_KEY
+from airflow_provider_lotimage.storage.layout import file_stems
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -49,7 +50,7 @@ class SaveEvent:
     task_id: str
     map_index: int
     destination: str | None
-    #: The file-name stems of the LotImage tasks it saved (:func:`.index.file_stems`).
+    #: The file-name stems of the LotImage tasks it saved (``storage.layout.file_stems``).
     stems: frozenset[str]
 
     def vouches_for(self, path: str) -> bool:

@@ -51,6 +51,7 @@ from airflow_provider_lotimage.storage.images import (
     is_public_host,
     split_grid,
 )
+from airflow_provider_lotimage.storage.layout import QUADRANT_BUTTONS
 from airflow_provider_lotimage.storage.store import PictureStore
 from airflow_provider_lotimage.utils.failures import fail_fast
 from airflow_provider_lotimage.utils.templating import fixed_part
@@ -335,7 +336,7 @@ class SaveImagesOperator(BaseOperator):
         if not self.split_grid:
             return [(path, is_new)]
         buttons = result.get("buttons") or []
-        if buttons and "U1" not in buttons:
+        if buttons and QUADRANT_BUTTONS[1] not in buttons:
             self.log.info("Task %s is a single picture (no U1 button): not splitting it", task_id)
             return [(path, is_new)]
         return [(path, is_new), *self._save_quadrants(session, store, result, grid)]
@@ -400,7 +401,7 @@ class SaveImagesOperator(BaseOperator):
         if pair is None:
             return None
         data = pair[0].read_bytes()
-        if hashlib.sha256(data).hexdigest() == pair[1].get("sha256"):
+        if hashlib.sha256(data).hexdigest() == pair[1].sha256:
             return data
         self.log.warning("Stored grid %s does not match its sidecar: downloading it again", pair[0])
         return None

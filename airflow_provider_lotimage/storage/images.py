@@ -33,13 +33,11 @@ from PIL import Image
 
 from airflow_provider_lotimage.client.redaction import redact_url, scrub
 from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageInputError
+from airflow_provider_lotimage.storage.layout import PICTURE_FORMATS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-#: Formats accepted from the service, with the file extension each is stored under. A closed list:
-#: Pillow can open many more (EPS, PSD, ...) that have no business arriving from an image CDN.
-PICTURE_FORMATS: dict[str, str] = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
 #: A grid is about 2048² (~8 MB as PNG); 50 MiB leaves room for bigger upscales, not for abuse.
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 #: Seconds for one whole download (connect, headers and body together).
@@ -67,7 +65,7 @@ class PictureInfo(NamedTuple):
 
 def picture_info(data: bytes) -> PictureInfo:
     """Read width, height and format from the header only (cheap; no full decode)."""
-    with _open(data) as image:
+    with open_picture(data) as image:
         return PictureInfo(image.width, image.height, str(image.format))
 
 
@@ -77,13 +75,13 @@ def verify_picture(data: bytes, *, source: str = "data") -> PictureInfo:
     ``verify()`` checks the structure (PNG chunk CRCs...), and a full ``load()`` catches a body that
     was cut short, which ``verify()`` alone lets through for some formats.
     """
-    with _open(data, source=source) as image:
+    with open_picture(data, source=source) as image:
         info = PictureInfo(image.width, image.height, str(image.format))
         try:
             image.verify()
         except Exception as exc:
             raise ImageDownloadError(f"{source} is not a picture: {scrub(exc)}") from None
-    with _open(data, source=source) as image:
+    with open_picture(data, source=source) as image:
         try:
             image.load()
         except Exception as exc:
@@ -91,8 +89,16 @@ def verify_picture(data: bytes, *, source: str = "data") -> PictureInfo:
     return info
 
 
-def _open(data: bytes, *, source: str = "data") -> Image.Image:
-    """Open ``data`` with Pillow, restricted to :data:`PICTURE_FORMATS` and :data:`MAX_PIXELS`."""
+def open_picture(data: bytes, *, source: str = "data", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open ``data`` with Pillow, restricted to :data:`PICTURE_FORMATS` and ``max_pixels``.
+
+    The one check before Pillow decodes anything this provider did not make: the downloads, the
+    grid split and the gallery's thumbnails all open pictures here. The size is read from the
+    header, so a small file that declares a huge canvas (a decompression bomb) is refused before
+    any decode.
+
+    :raises ImageDownloadError: not a picture of an accepted format, or too many pixels.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -101,10 +107,10 @@ def _open(data: bytes, *, source: str = "data") -> Image.Image:
         raise ImageDownloadError(f"{source} declares too many pixels") from None
     except Exception as exc:  # Pillow raises UnidentifiedImageError, SyntaxError, OSError...
         raise ImageDownloadError(f"{source} is not a picture ({type(exc).__name__})") from None
-    if image.width * image.height > MAX_PIXELS:
+    if image.width * image.height > max_pixels:
         image.close()
         raise ImageDownloadError(
-            f"{source} is {image.width}x{image.height}, more than the {MAX_PIXELS} pixels accepted"
+            f"{source} is {image.width}x{image.height}, more than the {max_pixels} pixels accepted"
         )
     return image
 
@@ -331,7 +337,7 @@ def split_grid(png: bytes) -> list[bytes]:
     For an odd width or height the extra column/row goes to the right/bottom pictures, so every
     pixel of the grid lands in exactly one picture (Midjourney grids have no gutter to drop).
     """
-    with _open(png, source="grid") as image:
+    with open_picture(png, source="grid") as image:
         image.load()
         width, height = image.size
         if width < 2 or height < 2:

@@ -1,11 +1,7 @@
-"""Where SaveImagesOperator's pictures go: names, "already stored", and writes nobody sees half-done.
+"""Where SaveImagesOperator's pictures go: "already stored", and writes nobody sees half-done.
 
-* **Names** come only from the LotImage taskId and the picture index (``<taskId>_<index>.<ext>``,
-  ``.png`` for the PNGs Midjourney produces), never from the prompt: prompts are free user text.
-  A taskId with characters outside ``[A-Za-z0-9_-]`` has them replaced and a short hash of the
-  original appended, so two different ids cannot collide.
-* **Index**: 1..4 are U1..U4 (top-left, top-right, bottom-left, bottom-right); 0 is the whole
-  picture at ``image_url`` (the grid, or the single picture of an upscale).
+* **Names and sidecars** are :mod:`.layout`'s: ``<taskId>_<index>.<ext>`` beside its
+  :class:`~.layout.Sidecar` ``<taskId>_<index>.json``, never a name from the prompt.
 * **Idempotency**: the sidecar is written after its picture and serves as the commit marker. A
   picture counts as stored when its sidecar is readable, names it, and its size matches the
   sidecar's ``bytes``; it is then neither downloaded nor rewritten (a rerun may come after the
@@ -42,10 +38,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import json
 import os
-import re
-import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,18 +46,21 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airflow_provider_lotimage.client.redaction import redact_url, scrub
 from airflow_provider_lotimage.exceptions import LotImageInputError, StorageError
-from airflow_provider_lotimage.storage.images import PICTURE_FORMATS, picture_info
+from airflow_provider_lotimage.storage.images import picture_info
+from airflow_provider_lotimage.storage.layout import (
+    TEMP_NAME,
+    Sidecar,
+    picture_name,
+    picture_stem,
+    safe_task_id,
+    sidecar_name,
+    temp_name,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from airflow.sdk import ObjectStoragePath
-
-
-_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
-
-
-_MAX_ID_LENGTH = 100
 
 
 #: Protocols written in place: the local file system, where a rename within a folder is atomic.
@@ -78,25 +74,9 @@ OBJECT_STORE_PROTOCOLS = frozenset(
 )
 
 
-#: A temporary name: ``.<stem>.part-<random>`` (picture) or ``.<stem>.json.part-<random>`` (sidecar).
-_TEMP_NAME = re.compile(r"^\.(?P<stem>[A-Za-z0-9_-]+)_(?P<index>[0-9]+)(?:\.json)?\.part-[0-9a-f]{12}$")
-
-
-def safe_task_id(task_id: str) -> str:
-    """Return the taskId as a file-name stem: ``[A-Za-z0-9_-]`` only, unique per original id."""
-    safe = _UNSAFE_ID_CHARS.sub("_", task_id)[:_MAX_ID_LENGTH]
-    if safe != task_id:
-        safe += "-" + hashlib.sha256(task_id.encode()).hexdigest()[:10]
-    return safe
-
-
-def _stem(task_id: str, index: int) -> str:
-    return f"{safe_task_id(task_id)}_{index}"
-
-
-def _picture_name(stem: str, data: bytes) -> str:
-    """``<stem>.<ext>``, the extension from what the bytes are (PNG for Midjourney's pictures)."""
-    return f"{stem}.{PICTURE_FORMATS[picture_info(data).format]}"
+def _picture_name(task_id: str, index: int, data: bytes) -> str:
+    """Return the picture's name, its extension from what the bytes are (PNG for Midjourney's)."""
+    return picture_name(task_id, index, picture_info(data).format)
 
 
 def _inside(directory: ObjectStoragePath, name: str) -> ObjectStoragePath:
@@ -105,11 +85,6 @@ def _inside(directory: ObjectStoragePath, name: str) -> ObjectStoragePath:
     if child.name != name or str(child.parent).rstrip("/") != str(directory).rstrip("/"):
         raise LotImageInputError(f"destination: {name!r} would be written outside {str(directory)!r}")
     return child
-
-
-def _temp_name(name: str) -> str:
-    """Return a hidden, unique temporary name for ``name`` in the same folder (see :data:`_TEMP_NAME`)."""
-    return f".{name}.part-{secrets.token_hex(6)}"
 
 
 def _storage_error(exc: OSError, action: str, where: str, *, bucket: str | None) -> StorageError:
@@ -167,30 +142,22 @@ class PictureStore:
         self._made = False
 
     # -- reading -------------------------------------------------------------------------------
-    def _sidecar(self, stem: str) -> ObjectStoragePath:
-        return _inside(self.directory, f"{stem}.json")
-
-    def stored(self, task_id: str, index: int) -> tuple[ObjectStoragePath, dict[str, Any]] | None:
+    def stored(self, task_id: str, index: int) -> tuple[ObjectStoragePath, Sidecar] | None:
         """Return the picture and its sidecar if the pair is complete (see the module doc), else None."""
-        stem = _stem(task_id, index)
         try:
-            meta = json.loads(self._sidecar(stem).read_text(encoding="utf-8"))
-        except (FileNotFoundError, NotADirectoryError, ValueError):
+            raw = _inside(self.directory, sidecar_name(task_id, index)).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        if not isinstance(meta, dict):
-            return None
-        if meta.get("lotimage_task_id") != task_id or meta.get("index") != index:
-            return None
+        sidecar = Sidecar.from_json(raw)
         # The sidecar only picks between our own names: it must not steer a read anywhere else.
-        allowed = {f"{stem}.{ext}" for ext in PICTURE_FORMATS.values()}
-        if meta.get("file") not in allowed:
+        if sidecar is None or not sidecar.names(task_id, index):
             return None
-        picture = _inside(self.directory, meta["file"])
+        picture = _inside(self.directory, sidecar.file)
         try:
             size = picture.size()
         except FileNotFoundError:
             return None
-        return (picture, meta) if size == meta.get("bytes") else None
+        return (picture, sidecar) if size == sidecar.bytes else None
 
     # -- leftovers of a killed try -------------------------------------------------------------
     def sweep(self, task_ids: Iterable[str], log: Any) -> int:
@@ -217,7 +184,7 @@ class PictureStore:
             log.warning("Could not list %s to remove temporary files: %s", self.shown, scrub(exc))
             return 0
         for name in names:
-            match = _TEMP_NAME.match(name)
+            match = TEMP_NAME.match(name)
             if match is None or match.group("stem") not in ours:
                 continue
             try:
@@ -266,32 +233,32 @@ class PictureStore:
         none). On local disk the pieces go straight into the temporary file; elsewhere the whole
         picture is in memory before anything is written.
         """
-        stem = _stem(result["lotimage_task_id"], index)
-        action = f"write picture {index} of LotImage task {result['lotimage_task_id']} to"
+        task_id = result["lotimage_task_id"]
+        action = f"write picture {index} of LotImage task {task_id} to"
         self._prepare(action)
         if self.local is None:
             data = fetch(None)
-            name = _picture_name(stem, data)
+            name = _picture_name(task_id, index, data)
             self._publish(name, data, action)
             return str(_inside(self.directory, name)), data
-        with self._local_temp(stem, action) as (temp, handle):
+        with self._local_temp(picture_stem(task_id, index), action) as (temp, handle):
 
             def sink(chunk: bytes) -> None:
                 with self._errors(action):
                     handle.write(chunk)
 
             data = fetch(sink)
-            name = _picture_name(stem, data)
+            name = _picture_name(task_id, index, data)
             with self._errors(action):
                 self._commit_local(temp, handle, name)
         return str(_inside(self.directory, name)), data
 
     def write_picture(self, result: Mapping[str, Any], index: int, data: bytes) -> str:
         """Write picture bytes we already hold (a quadrant cut from a grid) atomically."""
-        stem = _stem(result["lotimage_task_id"], index)
-        action = f"write picture {index} of LotImage task {result['lotimage_task_id']} to"
+        task_id = result["lotimage_task_id"]
+        action = f"write picture {index} of LotImage task {task_id} to"
         self._prepare(action)
-        name = _picture_name(stem, data)
+        name = _picture_name(task_id, index, data)
         self._publish(name, data, action)
         return str(_inside(self.directory, name))
 
@@ -308,26 +275,25 @@ class PictureStore:
         """Write the sidecar of a picture already in place: the commit marker, so always last."""
         info = picture_info(data)
         task_id = result["lotimage_task_id"]
-        sidecar = {
-            "lotimage_task_id": task_id,
-            "originating_task_id": result.get("originating_task_id"),
-            "prompt": result.get("prompt"),
-            "index": index,
-            "file": picture.rpartition("/")[2],
-            "source_url": redact_url(source_url),
-            "split_from_grid": split,
-            "width": info.width,
-            "height": info.height,
-            "format": info.format,
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "created_at": result.get("created_at"),
-            "stored_at": datetime.now(UTC).isoformat(),
-        }
-        text = json.dumps(sidecar, indent=2, ensure_ascii=False).encode("utf-8")
+        sidecar = Sidecar(
+            lotimage_task_id=task_id,
+            originating_task_id=result.get("originating_task_id"),
+            prompt=result.get("prompt"),
+            index=index,
+            file=picture.rpartition("/")[2],
+            source_url=redact_url(source_url),
+            split_from_grid=split,
+            width=info.width,
+            height=info.height,
+            format=info.format,
+            bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            created_at=result.get("created_at"),
+            stored_at=datetime.now(UTC).isoformat(),
+        )
         self._publish(
-            f"{_stem(task_id, index)}.json",
-            text,
+            sidecar_name(task_id, index),
+            sidecar.to_json(),
             f"write the sidecar of picture {index} of LotImage task {task_id} to",
         )
 
@@ -342,7 +308,7 @@ class PictureStore:
             with self._errors(action):
                 final.fs.pipe_file(final.path, data)
         else:
-            remote_temp = _inside(self.directory, _temp_name(name))
+            remote_temp = _inside(self.directory, temp_name(name))
             try:
                 with self._errors(action):
                     remote_temp.write_bytes(data)
@@ -364,7 +330,7 @@ class PictureStore:
     def _local_temp(self, name: str, action: str) -> Iterator[tuple[Path, BinaryIO]]:
         """Yield a new, locked temporary file beside ``name``; remove it on the way out unless renamed."""
         assert self.local is not None
-        temp = self.local / _temp_name(name)
+        temp = self.local / temp_name(name)
         with self._errors(action):
             handle = open(temp, "xb")  # noqa: SIM115 - closed below, after the rename or the failure
         try:

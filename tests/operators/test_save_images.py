@@ -26,7 +26,7 @@ from PIL import Image
 from airflow_provider_lotimage.client.contract import GRID_BUTTONS, UPSCALED_BUTTONS
 from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageInputError
 from airflow_provider_lotimage.operators.save_images import SaveImagesOperator, asset_for_destination
-from airflow_provider_lotimage.storage.store import safe_task_id
+from airflow_provider_lotimage.storage.layout import safe_task_id
 from tests.dag_helpers import register_dag
 from tests.storage.test_images import QUADRANT_COLOURS, PictureServer, make_grid, make_png, picture_server
 
