@@ -164,7 +164,7 @@ def requests_failure(exc: requests.RequestException, settings: ConnectionSetting
 def unsendable(exc: ValueError, settings: ConnectionSettings) -> ConnectionConfigError:
     """Return the error of a request the HTTP library refused to build: nothing was sent.
 
-    Final: the same connection builds the same request. :func:`~.connection.api_key` refuses the
+    Final: the same connection builds the same request. :func:`~.settings.api_key` refuses the
     keys that cause this, so it is a backstop; the library's message is shown without the key.
     """
     detail = hide(scrub(exc), secret_forms(settings.api_key))[:200]

@@ -7,7 +7,7 @@ picture download, which needs neither the key nor its budget, never does. Scope 
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from airflow_provider_lotimage.exceptions import ConnectionConfigError
 from airflow_provider_lotimage.ratelimit.base import (
@@ -20,36 +20,11 @@ from airflow_provider_lotimage.ratelimit.base import (
 )
 from airflow_provider_lotimage.ratelimit.local import local_limiter
 
-
-class RateSettings(Protocol):
-    """What a limiter is chosen by: the connection's key and service, and its rate extras."""
-
-    @property
-    def conn_id(self) -> str:
-        """The connection's id, named in errors."""
-
-    @property
-    def base_url(self) -> str:
-        """The service's base URL."""
-
-    @property
-    def api_key(self) -> str:
-        """The key (hashed into the budget's name, never stored)."""
-
-    @property
-    def rate_limit(self) -> float:
-        """Calls a second."""
-
-    @property
-    def rate_limit_scope(self) -> str:
-        """Where the budget is shared (:data:`.base.SCOPES`)."""
-
-    @property
-    def rate_limit_redis_conn_id(self) -> str:
-        """The Redis connection of scope ``redis``."""
+if TYPE_CHECKING:
+    from airflow_provider_lotimage.client.settings import ConnectionSettings
 
 
-def limiter_of(settings: RateSettings) -> RateLimiter:
+def limiter_of(settings: ConnectionSettings) -> RateLimiter:
     """Return the limiter of a connection's (service, key) pair, shared within its scope.
 
     For scope ``redis`` this reads the Redis connection (blocking: the async path calls it in a

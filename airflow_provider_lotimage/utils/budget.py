@@ -18,7 +18,7 @@ included, fit the budget.
 Of two task instances deciding at once, the one that wrote last reads after both writes and sees
 the other's pending claim, so they cannot both slip past: one that does not fit withdraws, waits a
 random moment and tries again; once the claims already settled fill the budget, the task fails at
-once with :class:`~.exceptions.PaidTaskBudgetError`.
+once with :class:`~..exceptions.PaidTaskBudgetError`.
 
 **Retries count once.** The claim is also kept in the task instance's own record (the task state
 store; a Variable below Airflow 3.3, see :mod:`.task_state`), because Airflow deletes a task

@@ -1,7 +1,7 @@
 """How an error of this provider ends an Airflow task: with or without Airflow's retries.
 
 Operators and the sensor run their work inside :func:`fail_fast`; which errors it lets through to
-Airflow's retries is decided by the error classes themselves (:mod:`.exceptions`), never here.
+Airflow's retries is decided by the error classes themselves (:mod:`..exceptions`), never here.
 """
 
 from __future__ import annotations

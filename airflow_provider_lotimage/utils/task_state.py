@@ -15,7 +15,7 @@ neither, so below 3.3 the same records live in Airflow Variables instead:
 
 Variables, unlike the task state store, outlive their DAG run, so :func:`release` deletes a record
 once its task no longer needs it; on 3.3 it does nothing, leaving Airflow's store as it was.
-Which of the two is used is decided by :data:`~.version_compat.HAS_TASK_STATE_STORE`, here only.
+Which of the two is used is decided by :data:`~..version_compat.HAS_TASK_STATE_STORE`, here only.
 """
 
 from __future__ import annotations
