@@ -4,6 +4,8 @@
 * at most :data:`MAX_TOP_LEVEL` modules directly in ``airflow_provider_lotimage/``;
 * every class shorter than :data:`MAX_CLASS_LINES` lines, every function shorter than
   :data:`MAX_FUNCTION_LINES` (decorators and docstrings included);
+* the layers (the package's subpackages and top-level modules) import one way, and ``client/``,
+  the lowest, nothing of the package but :mod:`exceptions`;
 * ``client/`` imports nothing of Airflow: not in its source, and not when a fresh interpreter
   imports every one of its modules;
 * ``ratelimit/`` imports one way: ``base`` ← ``local`` ← ``redis_link``/``redis_budget`` ← ``registry``;
@@ -141,6 +143,27 @@ def test_the_cycle_check_finds_one() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def layer_graph() -> dict[str, set[str]]:
+    """Layer -> the layers it imports, a layer being a subpackage or a top-level module."""
+    graph: dict[str, set[str]] = {}
+    for name, targets in import_graph().items():
+        source = layer_of(name)
+        graph.setdefault(source, set()).update(layer_of(target) for target in targets)
+        graph[source].discard(source)
+    return graph
+
+
+def layer_of(name: str) -> str:
+    """``client`` for ``airflow_provider_lotimage.client.retry``; the package itself is ``""``."""
+    return name.removeprefix(PACKAGE).lstrip(".").split(".")[0]
+
+
+def test_the_layers_import_one_way() -> None:
+    graph = layer_graph()
+    assert cycles(graph) == []
+    assert graph["client"] == {"exceptions"}
+
+
 def test_few_modules_at_the_top_level() -> None:
     top = top_level_modules()
     assert len(top) <= MAX_TOP_LEVEL, top
@@ -215,4 +238,4 @@ if __name__ == "__main__":
     print(f"top-level modules: {len(top_level_modules())} ({', '.join(top_level_modules())})")
     print("largest classes:", lengths(ast.ClassDef)[:3])
     print("largest functions:", lengths((ast.FunctionDef, ast.AsyncFunctionDef))[:3])
-    print("import cycles:", cycles(import_graph()))
+    print("import cycles:", cycles(import_graph()), "between layers:", cycles(layer_graph()))

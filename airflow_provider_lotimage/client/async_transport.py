@@ -26,6 +26,7 @@ import requests.utils
 import yarl
 
 from airflow_provider_lotimage.client import contract
+from airflow_provider_lotimage.client.limiter import RateLimiter
 from airflow_provider_lotimage.client.settings import ClientCert, ConnectionSettings
 from airflow_provider_lotimage.client.transport import (
     Call,
@@ -37,7 +38,6 @@ from airflow_provider_lotimage.client.transport import (
     unsendable,
 )
 from airflow_provider_lotimage.exceptions import LotImageError, TransientError
-from airflow_provider_lotimage.ratelimit.base import RateLimiter
 
 _CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 

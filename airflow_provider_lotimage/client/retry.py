@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from airflow_provider_lotimage.client.contract import SUBMIT_SAFE_RETRY_STATUSES
+from airflow_provider_lotimage.client.limiter import RateLimiter
 from airflow_provider_lotimage.client.transport import Call
 from airflow_provider_lotimage.exceptions import (
     AmbiguousSubmitError,
@@ -38,7 +39,6 @@ from airflow_provider_lotimage.exceptions import (
     ServiceUnreachableError,
     TransientError,
 )
-from airflow_provider_lotimage.ratelimit.base import RateLimiter
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

@@ -32,9 +32,13 @@ from typing import Any
 
 from airflow_provider_lotimage.client import contract
 from airflow_provider_lotimage.exceptions import AuthError, ConnectionConfigError
-from airflow_provider_lotimage.ratelimit.base import DEFAULT_REDIS_CONN_ID, SCOPES
 
 DEFAULT_TIMEOUT = 30.0
+#: Where a key's rate budget is shared (``rate_limit_scope``): by every machine reaching one Redis,
+#: by the processes of a machine, or within one process.
+SCOPES = frozenset({"host", "process", "redis"})
+#: The Redis connection that holds the budget when the scope is ``"redis"``.
+DEFAULT_REDIS_CONN_ID = "redis_default"
 
 Verify = bool | str
 ClientCert = str | tuple[str, str] | None

@@ -35,7 +35,7 @@ from airflow_provider_lotimage.version_compat import HAS_DECLARATIVE_CONNECTION_
 
 if TYPE_CHECKING:
     from airflow_provider_lotimage.client.async_transport import AsyncTransport
-    from airflow_provider_lotimage.ratelimit.base import RateLimiter
+    from airflow_provider_lotimage.client.limiter import RateLimiter
 
 T = TypeVar("T")
 

@@ -1,10 +1,12 @@
-"""What every rate limiter of a LotImage key is, whatever its scope, and the window arithmetic they share.
+"""The window arithmetic every rate limiter of a LotImage key shares, whatever its scope.
 
 LotImage allows a key a few calls per second and answers 429 beyond that. A limiter hands out
 *reservations*: each caller is given the earliest moment its call may leave and sleeps until then,
-so callers never spin and never retry for a slot. Where the reservations live is the scope's
-business: this machine (:mod:`.local`: a file for ``host``, memory for ``process``) or a Redis
-every machine reaches (:mod:`.redis_budget`); :mod:`.registry` picks one for a connection.
+so callers never spin and never retry for a slot. What a caller asks of a limiter is the client's
+:class:`~airflow_provider_lotimage.client.limiter.RateLimiter`, which the limiters here implement.
+Where the reservations live is the scope's business: this machine (:mod:`.local`: a file for
+``host``, memory for ``process``) or a Redis every machine reaches (:mod:`.redis_budget`);
+:mod:`.registry` picks one for a connection.
 
 Imports run one way, base ← local ← redis_budget ← registry (redis_link beside redis_budget), so
 the provider works without the Redis provider installed.
@@ -13,16 +15,10 @@ the provider works without the Redis provider installed.
 from __future__ import annotations
 
 import hashlib
-from typing import Protocol
 
 #: Extra room added to the one-second window, so calls spaced exactly at the limit never arrive
 #: at the service closer together than it counts.
 WINDOW_MARGIN = 0.2
-#: Where a key's budget is shared: by every machine reaching one Redis, by the processes of a
-#: machine, or within one process.
-SCOPES = frozenset({"host", "process", "redis"})
-#: The Redis connection that holds the budget when the scope is ``"redis"``.
-DEFAULT_REDIS_CONN_ID = "redis_default"
 #: A caller that wakes later than this after its slot gives the slot up and reserves another: a
 #: busy event loop must not bunch several late calls together with the next window's calls.
 LATE_TOLERANCE = 0.05
@@ -51,29 +47,6 @@ def window(rate_per_second: float) -> tuple[int, float]:
 def key_identity(base_url: str, api_key: str) -> str:
     """Return a short digest naming a (service, key) pair without revealing the key."""
     return hashlib.sha256(f"{base_url}\0{api_key}".encode()).hexdigest()[:20]
-
-
-class RateLimiter(Protocol):
-    """What the hook, the retry loop and the async transport ask of a key's limiter, in any scope.
-
-    The async methods exist because a limiter may have to ask a server (scope ``"redis"``): the
-    triggerer's event loop must never wait on a blocking client.
-    """
-
-    def acquire(self) -> float:
-        """Block until the caller's reserved slot; return the slot (this machine's epoch seconds)."""
-
-    async def acquire_async(self) -> float:
-        """Wait, without blocking the event loop, until the reserved slot; return the slot."""
-
-    def block_for(self, seconds: float) -> None:
-        """Hold every caller of the key back for ``seconds`` (the service answered 429)."""
-
-    async def ablock_for(self, seconds: float) -> None:
-        """:meth:`block_for`, without blocking the event loop."""
-
-    async def asent(self, slot: float, sent_at: float) -> None:
-        """Report when the call of ``slot`` really left (see :meth:`.local.SlidingWindowLimiter.sent`)."""
 
 
 class LimiterConfigError(ValueError):

@@ -7,21 +7,11 @@ picture download, which needs neither the key nor its budget, never does. Scope 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from airflow_provider_lotimage.client.limiter import RateLimiter
+from airflow_provider_lotimage.client.settings import DEFAULT_REDIS_CONN_ID, SCOPES, ConnectionSettings
 from airflow_provider_lotimage.exceptions import ConnectionConfigError
-from airflow_provider_lotimage.ratelimit.base import (
-    DEFAULT_REDIS_CONN_ID,
-    SCOPES,
-    LimiterConfigError,
-    RateLimiter,
-    key_identity,
-    window,
-)
+from airflow_provider_lotimage.ratelimit.base import LimiterConfigError, key_identity, window
 from airflow_provider_lotimage.ratelimit.local import local_limiter
-
-if TYPE_CHECKING:
-    from airflow_provider_lotimage.client.settings import ConnectionSettings
 
 
 def limiter_of(settings: ConnectionSettings) -> RateLimiter:
