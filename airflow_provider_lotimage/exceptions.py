@@ -10,7 +10,7 @@ only, so the parser works without Airflow configured.
 Two class attributes are the whole policy, read by the hook, the operators, the sensor and the
 trigger alike:
 
-* ``retryable``: the same request may simply be sent again now (the retry loop in :mod:`.retry`).
+* ``retryable``: the same request may simply be sent again now (the retry loop in :mod:`.client.retry`).
 * ``final``: no Airflow retry of the task can help, so the task fails without retries
   (:func:`LotImageError.ends_task`). ``cured_by_resubmitting`` narrows it: a task that failed or
   vanished at the service is final for a sensor, which would only read it again, but not for an
@@ -162,7 +162,7 @@ class PaidTaskBudgetError(LotImageError):
     """The run has already started as many paid tasks as its ``max_paid_tasks_per_run`` allows.
 
     Raised before any call, so nothing was paid for the refused task; final, because a retry of
-    the same run meets the same spent budget (see :mod:`.budget`).
+    the same run meets the same spent budget (see :mod:`.utils.budget`).
     """
 
     final = True
@@ -187,6 +187,11 @@ class ConnectionConfigError(LotImageError):
     """The Airflow connection is unusable (missing key, a field of the wrong type); no call was made."""
 
     final = True
+
+    @classmethod
+    def of_extra(cls, conn_id: str, extra: str, problem: str) -> ConnectionConfigError:
+        """Return the error of one extra of a connection, naming both: the one wording of it."""
+        return cls(f"Connection {conn_id!r}, extra {extra!r}: {problem}")
 
 
 class TLSError(LotImageError):

@@ -19,15 +19,14 @@ from urllib.parse import quote
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink
 
-from airflow_provider_lotimage.redaction import redact_url
+from airflow_provider_lotimage import config
+from airflow_provider_lotimage.client.redaction import redact_url
+from airflow_provider_lotimage.keys import IMAGE_URL_XCOM_KEY
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator, Context, TaskInstanceKey
 
 log = logging.getLogger(__name__)
-
-#: The XCom key under which waiting tasks record the picture's URL.
-IMAGE_URL_XCOM_KEY = "lotimage_image_url"
 
 
 class LotImagePictureLink(BaseOperatorLink):
@@ -51,21 +50,17 @@ def link_for(url: Any, ti_key: TaskInstanceKey) -> str:
     Apart from :meth:`LotImagePictureLink.get_link` so that a trigger ending the task can store the
     link from the URL it has, without reading back the XCom it has just written.
     """
-    from airflow.providers.common.compat.sdk import conf
-
     if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
         return ""
-    if not conf.getboolean("lotimage", "gallery_extra_link", fallback=True):
+    if not config.gallery_extra_link():
         return url
-    return gallery_link(conf.get("api", "base_url", fallback="") or "", ti_key)
+    return gallery_link(config.link_root(), ti_key)
 
 
-def gallery_link(base_url: str, ti_key: TaskInstanceKey) -> str:
-    """Return the gallery address that leads to a task instance's picture, stored or not."""
-    from airflow_provider_lotimage.gallery.settings import URL_PREFIX
-
+def gallery_link(root: str, ti_key: TaskInstanceKey) -> str:
+    """Return the gallery address under ``root`` that leads to a task instance's picture, stored or not."""
     parts = (ti_key.dag_id, ti_key.run_id, ti_key.task_id, str(ti_key.map_index))
-    return base_url.rstrip("/") + URL_PREFIX + "/link/" + "/".join(quote(part, safe="") for part in parts)
+    return root + "/link/" + "/".join(quote(part, safe="") for part in parts)
 
 
 def record_result(context: Context, result: dict[str, Any]) -> dict[str, Any]:

@@ -6,11 +6,11 @@ and 3.3.
 
 * :data:`HAS_TASK_STATE_STORE` (3.3): ``context["task_state_store"]`` and the Task SDK's
   ``ResumableJobMixin`` keep the submitted taskId and the sensor's reschedule watch. Below 3.3
-  :mod:`airflow_provider_lotimage.task_state` keeps them in Airflow Variables instead.
+  :mod:`airflow_provider_lotimage.utils.task_state` keeps them in Airflow Variables instead.
 * :data:`HAS_DECLARATIVE_CONNECTION_FORM` (3.2): Airflow builds the connection form from
   ``conn-fields`` and ``ui-field-behaviour`` in ``get_provider_info``, and warns about hooks that
   still define the form methods. Airflow 3.1 only asks the hook, so there the hook defines them
-  (:mod:`airflow_provider_lotimage.connection_form`).
+  (:mod:`airflow_provider_lotimage.utils.connection_form`).
 * :data:`HAS_START_FROM_TRIGGER` (3.3): the scheduler defers a ``start_from_trigger`` task
   straight to the triggerer (``TaskInstance.defer_task`` in ``DagRun.schedule_tis``), and the
   triggerer renders the task's templated fields that are also trigger kwargs. In 3.1 and 3.2 that

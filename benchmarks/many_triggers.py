@@ -32,7 +32,7 @@ def _cpu_seconds() -> float:
 
 
 async def _wait_all(task_ids: list[str], poll_interval: float) -> tuple[list[dict[str, Any]], float]:
-    from airflow_provider_lotimage.async_transport import shared_sessions
+    from airflow_provider_lotimage.client.async_transport import shared_sessions
     from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger
 
     async def one(task_id: str) -> dict[str, Any]:

@@ -111,7 +111,7 @@ async def _start(
     task_ids: list[str], settings: ProfileSettings, options: dict[str, Any]
 ) -> tuple[Tasks, dict[str, Any]]:
     """Start a trigger per task under tracemalloc; return them once each has begun its first read."""
-    from airflow_provider_lotimage.async_transport import shared_sessions
+    from airflow_provider_lotimage.client.async_transport import shared_sessions
 
     tracemalloc.start()
     start_bytes, entered = tracemalloc.get_traced_memory()[0], shared_sessions.entered

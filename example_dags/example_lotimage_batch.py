@@ -109,7 +109,7 @@ with DAG(
     @task
     def load_prompts(params: dict[str, Any] | None = None) -> list[str]:
         """The run's prompts, all validated before the first paid call."""
-        from airflow_provider_lotimage.validation import validate_prompt
+        from airflow_provider_lotimage.utils.secrets import validate_prompt
 
         params = params or {}
         prompts = params.get("prompts") or read_prompts(PROMPTS_FILE)

@@ -115,7 +115,8 @@ echo "test-airflow.sh: $("$VENV/bin/python" -c 'import airflow, sys; print(f"Air
 started=$SECONDS
 status=0
 bash scripts/run-tests.sh "$VENV/bin/python" -q \
-    tests/unit tests/emulator tests/hooks tests/operators tests/dags tests/reliability tests/network \
+    tests/client tests/utils tests/test_provider_info.py tests/test_stable_names.py tests/storage/test_images.py \
+    tests/emulator tests/hooks tests/operators tests/sensors tests/dags tests/reliability tests/network \
     tests/ratelimit tests/compat tests/gallery --ignore=tests/gallery/test_s3.py "$@" || status=$?
 echo "test-airflow.sh: Airflow $VERSION on Python $PY_VERSION: tests took $((SECONDS - started)) s (exit $status)" >&2
 exit "$status"

@@ -57,10 +57,10 @@ SERIAL = (
     "tests/deployment/",
     "tests/distributed/",
     "tests/ratelimit/test_hooks_share_the_key.py",
+    "tests/ratelimit/test_local.py",
     "tests/ratelimit/test_shared_budget.py",
     "tests/reliability/test_outages.py",
     "tests/triggers/test_many_triggers.py",
-    "tests/unit/test_ratelimit.py",
 )
 
 

@@ -26,7 +26,8 @@ from airflow.models.base import ID_LEN
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from airflow_provider_lotimage.gallery import pages, records, settings
+from airflow_provider_lotimage import config
+from airflow_provider_lotimage.gallery import pages, records
 from airflow_provider_lotimage.gallery.headers import SecurityHeaders
 from airflow_provider_lotimage.gallery.index import (
     Picture,
@@ -35,8 +36,8 @@ from airflow_provider_lotimage.gallery.index import (
     paginate,
     read_pictures,
     read_sidecar,
-    sidecar_path,
 )
+from airflow_provider_lotimage.storage.layout import sidecar_path
 
 _STATIC = {"gallery.css": "text/css", "gallery.js": "text/javascript"}
 _MEDIA = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
@@ -45,6 +46,9 @@ _PRIVATE = {"Cache-Control": "private, max-age=3600"}
 #: The longest ``path`` parameter, and the highest ``map_index`` of the link route.
 MAX_PATH = 4096
 MAX_MAP_INDEX = 100_000
+
+#: Runs per page of a DAG's run list.
+RUNS_PER_PAGE = 20
 
 CAN_READ_DAG = Depends(requires_access_dag("GET"))
 PageDep = Annotated[int, Query(ge=1, le=100_000)]
@@ -75,7 +79,7 @@ def _recorded(session: Any, dag_id: str, run_id: str, path: str) -> tuple[Pictur
             sidecar = read_sidecar(picture)
             if sidecar is None:
                 break
-            return Picture(picture, sidecar[1], sidecar=sidecar[0]), path != picture
+            return Picture(picture, sidecar[1], sidecar_bytes=sidecar[0]), path != picture
     raise _not_found("No such picture in this run")
 
 
@@ -105,9 +109,9 @@ def home(request: Request, user: GetUserDep, session: SessionDep) -> str:
 def dag(request: Request, dag_id: DagIdDep, session: SessionDep, page: PageDep = 1) -> str:
     """List a DAG's runs that stored pictures, newest first, paged."""
     runs = records.runs_with_pictures(session, dag_id)
-    pages_count = max(1, -(-len(runs) // settings.RUNS_PER_PAGE))
+    pages_count = max(1, -(-len(runs) // RUNS_PER_PAGE))
     page = min(page, pages_count)
-    shown = runs[(page - 1) * settings.RUNS_PER_PAGE : page * settings.RUNS_PER_PAGE]
+    shown = runs[(page - 1) * RUNS_PER_PAGE : page * RUNS_PER_PAGE]
     paths = records.recorded_paths(session, dag_id, [run.run_id for run in shown])
     counts = {run_id: len(found) for run_id, found in paths.items()}
     return pages.dag_page(_urls(request), dag_id, shown, counts, page, pages_count)
@@ -118,7 +122,7 @@ def run(request: Request, dag_id: DagIdDep, run_id: RunIdDep, session: SessionDe
     """Show one run's pictures, grouped by LotImage task, paged."""
     buttons = records.pressed_buttons(session, dag_id, run_id)
     pictures = read_pictures(_run_paths(session, dag_id, run_id), buttons)
-    shown, pages_count = paginate(group_pictures(pictures), page, settings.page_size())
+    shown, pages_count = paginate(group_pictures(pictures), page, config.page_size())
     page = min(page, pages_count)
     return pages.run_page(_urls(request), dag_id, run_id, shown, len(pictures), page, pages_count)
 
@@ -129,7 +133,7 @@ def view(request: Request, dag_id: DagIdDep, run_id: RunIdDep, path: PathDep, se
     picture, is_sidecar = _recorded(session, dag_id, run_id, path)
     if is_sidecar:
         raise _not_found()
-    button = button_of(picture.meta, records.pressed_buttons(session, dag_id, run_id))
+    button = button_of(picture.sidecar, records.pressed_buttons(session, dag_id, run_id))
     picture = dataclasses.replace(picture, button=button)
     return pages.picture_page(_urls(request), dag_id, run_id, picture)
 
@@ -142,7 +146,7 @@ def file(dag_id: DagIdDep, run_id: RunIdDep, path: PathDep, session: SessionDep)
 
     picture, is_sidecar = _recorded(session, dag_id, run_id, path)
     if is_sidecar:  # the very bytes that were parsed and checked
-        return Response(picture.sidecar, media_type="application/json", headers=_PRIVATE)
+        return Response(picture.sidecar_bytes, media_type="application/json", headers=_PRIVATE)
     try:
         data = read_verified(picture)
     except Unreadable:

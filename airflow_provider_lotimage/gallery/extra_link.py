@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from airflow_provider_lotimage.api import DEFAULT_BASE_URL
-from airflow_provider_lotimage.gallery import records, settings
-from airflow_provider_lotimage.gallery.index import PICTURE_NAME
+from airflow_provider_lotimage import config
+from airflow_provider_lotimage.client.contract import DEFAULT_BASE_URL
+from airflow_provider_lotimage.gallery import records
 from airflow_provider_lotimage.gallery.pages import Urls
-from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY
-from airflow_provider_lotimage.picture_store import safe_task_id
+from airflow_provider_lotimage.keys import IMAGE_URL_XCOM_KEY, RETURN_VALUE_XCOM_KEY
+from airflow_provider_lotimage.storage.layout import PictureName, safe_task_id
 
 #: Where LotImage's pictures are served (the contract: Discord's CDN), plus the service itself.
 PICTURE_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net", urlsplit(DEFAULT_BASE_URL).hostname})
@@ -47,7 +47,7 @@ def resolve(
     session: Any, urls: Urls, dag_id: str, run_id: str, task_id: str, map_index: int
 ) -> Target | None:
     """Return the gallery page of the stored picture, else the service's picture URL, else None."""
-    result = records.task_xcom(session, dag_id, run_id, task_id, map_index, records.RETURN_KEY)
+    result = records.task_xcom(session, dag_id, run_id, task_id, map_index, RETURN_VALUE_XCOM_KEY)
     lotimage_id = result.get("lotimage_task_id") if isinstance(result, dict) else result
     if isinstance(lotimage_id, str):
         stored = stored_copy(records.recorded_paths(session, dag_id, [run_id])[run_id], lotimage_id)
@@ -76,7 +76,7 @@ def trusted_picture_url(url: str) -> str | None:
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("http", "https") or not host or "@" in parts.netloc:
         return None
-    extra = settings.picture_hosts()
+    extra = config.picture_hosts()
     fixed = host in PICTURE_HOSTS and parts.scheme == "https" and port is None
     if not (fixed or host in extra or f"{host}:{port}" in extra):
         return None
@@ -88,7 +88,7 @@ def stored_copy(paths: list[str], lotimage_id: str) -> str | None:
     stem = safe_task_id(lotimage_id)
     found = []
     for path in paths:
-        match = PICTURE_NAME.match(path.rpartition("/")[2])
-        if match and match["stem"].rpartition("_")[0] == stem:
-            found.append((int(match["index"]), path))
+        parsed = PictureName.parse(path.rpartition("/")[2])
+        if parsed is not None and parsed.task_stem == stem:
+            found.append((parsed.index, path))
     return min(found)[1] if found else None

@@ -8,7 +8,7 @@ symlink to ``/proc/self/environ`` or a secrets file is refused, not resolved. So
   relative to the one before (``openat``) with ``O_NOFOLLOW``: a symlink anywhere in the path is
   refused, and nothing can be swapped between a check and the read. The file must be a regular
   file (a FIFO or a device is refused before a byte is read);
-* on an object store (:data:`~airflow_provider_lotimage.picture_store.OBJECT_STORE_PROTOCOLS`),
+* on an object store (:data:`~airflow_provider_lotimage.storage.store.OBJECT_STORE_PROTOCOLS`),
   which has no symlinks, through its ``ObjectStoragePath`` (the connection in the path);
 * on any other file system (``sftp://``, ``hdfs://``...): never. Those can hold symlinks that
   fsspec resolves without a way to refuse them.
@@ -24,7 +24,7 @@ import logging
 import os
 import stat
 
-from airflow_provider_lotimage.picture_store import LOCAL_PROTOCOLS, OBJECT_STORE_PROTOCOLS
+from airflow_provider_lotimage.storage.store import LOCAL_PROTOCOLS, OBJECT_STORE_PROTOCOLS
 
 log = logging.getLogger(__name__)
 

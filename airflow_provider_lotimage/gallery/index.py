@@ -1,7 +1,8 @@
 """The sidecars are the index: read them, group the pictures, cut the groups into pages.
 
 Only the pictures a run recorded are read (see :mod:`.records`), and only through names
-SaveImagesOperator writes (``<taskId>_<index>.<ext>`` beside ``<taskId>_<index>.json``), through
+SaveImagesOperator writes (``<taskId>_<index>.<ext>`` beside ``<taskId>_<index>.json``: the one
+naming rule, and the sidecar's schema, are :mod:`airflow_provider_lotimage.storage.layout`), through
 :mod:`.files` (no symlink followed, sizes bounded). A sidecar is kept with the exact bytes it was
 parsed from: the sidecar route serves those bytes, never the path read again.
 
@@ -14,25 +15,14 @@ reads once, not on every view.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from airflow_provider_lotimage.gallery import files
 from airflow_provider_lotimage.gallery.lru import LRU
-from airflow_provider_lotimage.images import DEFAULT_MAX_BYTES, PICTURE_FORMATS
-from airflow_provider_lotimage.picture_store import safe_task_id
-
-#: A picture name SaveImagesOperator writes; anything else is never read.
-PICTURE_NAME = re.compile(
-    r"^(?P<stem>[A-Za-z0-9_-]{1,120}_(?P<index>[0-4]))\.(?:" + "|".join(PICTURE_FORMATS.values()) + r")$"
-)
-
-#: Buttons of the four quadrants of a grid, by picture index (see picture_store's module doc).
-QUADRANT_BUTTONS = {1: "U1", 2: "U2", 3: "U3", 4: "U4"}
+from airflow_provider_lotimage.storage.images import DEFAULT_MAX_BYTES
+from airflow_provider_lotimage.storage.layout import QUADRANT_BUTTONS, PictureName, Sidecar, sidecar_path
 
 #: The largest sidecar read: a 4000-character prompt is at most 16 KB of UTF-8.
 MAX_SIDECAR_BYTES = 64 * 1024
@@ -45,31 +35,19 @@ _CACHE_SIZE = 8192
 _READERS = 8
 
 
-def file_stems(task_ids: Iterable[str]) -> frozenset[str]:
-    """Return the file-name stems SaveImagesOperator gives the pictures of these LotImage tasks."""
-    return frozenset(safe_task_id(task_id) for task_id in task_ids)
-
-
 def in_destination(path: str, destination: str, stems: frozenset[str]) -> bool:
     """Whether ``path`` is a picture SaveImagesOperator would write there for one of ``stems``.
 
     That is: a direct child of ``destination`` (as the save task recorded it in its Asset event),
-    named ``<taskId>_<index>.<ext>`` after one of the LotImage tasks the event names
-    (:func:`file_stems`). A path added to the task's XCom that points anywhere else (another DAG's
-    folder, another task's pictures) is not a recorded picture.
+    named ``<taskId>_<index>.<ext>`` after one of the LotImage tasks the event names (``stems``:
+    ``storage.layout.file_stems``). A path added to the task's XCom that points anywhere else
+    (another DAG's folder, another task's pictures) is not a recorded picture.
     """
     folder, _, name = path.rpartition("/")
-    match = PICTURE_NAME.match(name)
-    if match is None or folder != destination.rstrip("/"):
+    parsed = PictureName.parse(name)
+    if parsed is None or folder != destination.rstrip("/"):
         return False
-    return match["stem"].rpartition("_")[0] in stems
-
-
-def sidecar_path(picture: str) -> str | None:
-    """``…/<stem>.json`` for ``…/<stem>.<ext>``, or None when the name is not one of ours."""
-    folder, _, name = picture.rpartition("/")
-    match = PICTURE_NAME.match(name)
-    return f"{folder}/{match['stem']}.json" if folder and match else None
+    return parsed.task_stem in stems
 
 
 @dataclass(frozen=True)
@@ -77,10 +55,10 @@ class Picture:
     """One stored picture: where the run recorded it, and its sidecar."""
 
     path: str
-    meta: dict[str, Any]
+    sidecar: Sidecar
     button: str = ""
     #: The sidecar's bytes, exactly as read and checked (what the sidecar route serves).
-    sidecar: bytes = field(default=b"", repr=False)
+    sidecar_bytes: bytes = field(default=b"", repr=False)
 
     @property
     def name(self) -> str:
@@ -95,17 +73,17 @@ class Picture:
     @property
     def index(self) -> int:
         """0 for a whole picture (grid or upscale), 1..4 for a quadrant."""
-        return int(self.meta["index"])
+        return self.sidecar.index
 
     @property
     def task_id(self) -> str:
         """The LotImage taskId that made it."""
-        return str(self.meta["lotimage_task_id"])
+        return self.sidecar.lotimage_task_id
 
     @property
     def prompt(self) -> str:
         """The prompt the service reported."""
-        return str(self.meta.get("prompt") or "")
+        return str(self.sidecar.prompt or "")
 
 
 @dataclass
@@ -124,18 +102,18 @@ class Group:
     @property
     def parent(self) -> str:
         """The taskId this task was made from (a button press), or ``""``."""
-        return next((str(p.meta.get("originating_task_id") or "") for p in self.pictures), "")
+        return next((str(p.sidecar.originating_task_id or "") for p in self.pictures), "")
 
     def count(self) -> int:
         """Pictures in the group, upscales included."""
         return len(self.pictures) + sum(upscale.count() for upscale in self.upscales)
 
 
-#: Checked sidecars of object stores, by path: ``(bytes, meta)``.
-SIDECARS: LRU[str, tuple[bytes, dict[str, Any]]] = LRU(_CACHE_SIZE)
+#: Checked sidecars of object stores, by path: ``(bytes, sidecar)``.
+SIDECARS: LRU[str, tuple[bytes, Sidecar]] = LRU(_CACHE_SIZE)
 
 
-def read_sidecar(picture: str) -> tuple[bytes, dict[str, Any]] | None:
+def read_sidecar(picture: str) -> tuple[bytes, Sidecar] | None:
     """Return the sidecar of ``picture`` (its bytes, and them parsed) if it is ours and names that picture.
 
     None otherwise, never raises (see the module doc for what is read, and what is cached).
@@ -149,31 +127,26 @@ def read_sidecar(picture: str) -> tuple[bytes, dict[str, Any]] | None:
         return cached
     try:
         raw = files.read(sidecar, MAX_SIDECAR_BYTES)
-        meta = json.loads(raw)
-    except (files.Unreadable, ValueError):
+    except files.Unreadable:
         return None
-    if not _is_sidecar_of(meta, picture):
+    parsed = Sidecar.from_json(raw)
+    if parsed is None or not _is_sidecar_of(parsed, picture):
         return None
     if found[0] == "object":
-        SIDECARS.put(sidecar, (raw, meta))
-    return raw, meta
+        SIDECARS.put(sidecar, (raw, parsed))
+    return raw, parsed
 
 
-def _is_sidecar_of(meta: Any, picture: str) -> bool:
-    """Whether ``meta`` is a SaveImagesOperator sidecar naming ``picture``."""
+def _is_sidecar_of(sidecar: Sidecar, picture: str) -> bool:
+    """Whether ``sidecar`` names ``picture``, a size the gallery serves and a SHA-256 to check it by."""
     name = picture.rpartition("/")[2]
-    match = PICTURE_NAME.match(name)
-    size = meta.get("bytes") if isinstance(meta, dict) else None
+    parsed = PictureName.parse(name)
     return (
-        isinstance(meta, dict)
-        and match is not None
-        and meta.get("file") == name
-        and meta.get("index") == int(match["index"])
-        and isinstance(meta.get("lotimage_task_id"), str)
-        and isinstance(size, int)
-        and not isinstance(size, bool)
-        and 0 < size <= MAX_PICTURE_BYTES
-        and _SHA256.match(str(meta.get("sha256", ""))) is not None
+        parsed is not None
+        and sidecar.file == name
+        and sidecar.index == parsed.index
+        and 0 < sidecar.bytes <= MAX_PICTURE_BYTES
+        and _SHA256.match(sidecar.sha256) is not None
     )
 
 
@@ -182,8 +155,9 @@ def read_verified(picture: Picture) -> bytes:
 
     :raises files.Unreadable: it cannot be read (see :mod:`.files`) or does not match.
     """
-    data = files.read(picture.path, int(picture.meta["bytes"]))
-    if len(data) != picture.meta["bytes"] or hashlib.sha256(data).hexdigest() != picture.meta["sha256"]:
+    expected = picture.sidecar
+    data = files.read(picture.path, expected.bytes)
+    if len(data) != expected.bytes or hashlib.sha256(data).hexdigest() != expected.sha256:
         raise files.Unreadable("the picture does not match its sidecar")
     return data
 
@@ -200,9 +174,9 @@ def read_pictures(paths: list[str], buttons: dict[str, str] | None = None) -> li
     ]
 
 
-def button_of(meta: dict[str, Any], pressed: dict[str, str]) -> str:
+def button_of(sidecar: Sidecar, pressed: dict[str, str]) -> str:
     """Name the button a picture stands for: its quadrant's, else the one pressed to make it."""
-    return QUADRANT_BUTTONS.get(meta.get("index", 0), "") or pressed.get(str(meta["lotimage_task_id"]), "")
+    return QUADRANT_BUTTONS.get(sidecar.index, "") or pressed.get(sidecar.lotimage_task_id, "")
 
 
 def group_pictures(pictures: list[Picture]) -> list[Group]:

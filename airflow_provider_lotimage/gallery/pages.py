@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from html import escape
 from urllib.parse import quote, urlencode
 
-from airflow_provider_lotimage.gallery.index import Group, Picture, sidecar_path
+from airflow_provider_lotimage.gallery.index import Group, Picture
 from airflow_provider_lotimage.gallery.records import RunInfo
+from airflow_provider_lotimage.storage.layout import sidecar_path
 
 
 @dataclass(frozen=True)
@@ -153,12 +154,12 @@ def kind(picture: Picture) -> str:
 
 
 def _facts(picture: Picture) -> str:
-    meta = picture.meta
+    facts = picture.sidecar
     rows = [
         ("Button", picture.button or "—"),
         ("LotImage task", picture.task_id),
-        ("Created", str(meta.get("created_at") or "—")),
-        ("Size", f"{meta.get('width')}×{meta.get('height')} px, {_bytes(meta.get('bytes'))}"),
+        ("Created", str(facts.created_at or "—")),
+        ("Size", f"{facts.width}×{facts.height} px, {_bytes(facts.bytes)}"),
         ("Stored in", picture.folder),
     ]
     return "<dl>" + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in rows) + "</dl>"
@@ -181,9 +182,9 @@ def _card_facts(picture: Picture) -> str:
     time and the size speak for themselves, so their labels are left to screen readers and the
     values get the card's whole width.
     """
-    meta = picture.meta
-    created = str(meta.get("created_at") or "—")
-    size = f"{meta.get('width')}×{meta.get('height')} · {_bytes(meta.get('bytes'))}"
+    facts = picture.sidecar
+    created = str(facts.created_at or "—")
+    size = f"{facts.width}×{facts.height} · {_bytes(facts.bytes)}"
     rows = [
         ("Task", "", picture.task_id, picture.task_id),
         ("Created", ' class="sr"', created, _minutes(created)),
@@ -244,8 +245,7 @@ def picture_page(urls: Urls, dag_id: str, run_id: str, picture: Picture) -> str:
         f"<h1>{escape(kind(picture))}</h1>"
         f'<div class="full"><a href="{link("file", picture.path)}">'
         f'<img data-testid="full-picture" src="{link("file", picture.path)}" alt="{escape(picture.prompt)}" '
-        f'width="{escape(str(picture.meta.get("width", "")))}" '
-        f'height="{escape(str(picture.meta.get("height", "")))}">'
+        f'width="{_size(picture.sidecar.width)}" height="{_size(picture.sidecar.height)}">'
         f'</a><div class="info"><p class="prompt">{escape(picture.prompt)}</p>{_facts(picture)}'
         f'<div class="actions"><a href="{link("file", sidecar)}">Sidecar JSON</a>'
         f'<a href="{escape(urls.run(dag_id, run_id))}#task-{escape(picture.task_id)}">Back to the run</a>'
@@ -258,6 +258,10 @@ def picture_page(urls: Urls, dag_id: str, run_id: str, picture: Picture) -> str:
         (picture.name, None),
     ]
     return _page(urls, f"{picture.name} · LotImage gallery", crumbs, body)
+
+
+def _size(value: object) -> str:
+    return "" if value is None else escape(str(value))
 
 
 def _pager(href: Callable[[int], str], page: int, pages: int) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_provider_lotimage.gallery import settings
+from airflow_provider_lotimage import config
 
 ASGIReceive = Any
 ASGISend = Any
@@ -66,6 +66,6 @@ class LotImageGalleryPlugin(AirflowPlugin):
 
     name = "lotimage_gallery"
     fastapi_apps = [  # noqa: RUF012 - AirflowPlugin's own attribute
-        {"app": LazyApp(), "url_prefix": settings.URL_PREFIX, "name": "LotImage gallery"}
+        {"app": LazyApp(), "url_prefix": config.GALLERY_PREFIX, "name": "LotImage gallery"}
     ]
-    external_views = external_views(settings.public_prefix())
+    external_views = external_views(config.gallery_path())

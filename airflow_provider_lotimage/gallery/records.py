@@ -24,19 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, cast, select
 
-from airflow_provider_lotimage.gallery.index import file_stems, in_destination
+from airflow_provider_lotimage.gallery.index import in_destination
+from airflow_provider_lotimage.keys import EVENT_DESTINATION, EVENT_TASK_IDS, RETURN_VALUE_XCOM_KEY
+from airflow_provider_lotimage.storage.layout import file_stems
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
-
-#: The key SaveImagesOperator puts in its Asset events' ``extra``.
-MARKER = "lotimage_task_ids"
-
-#: Where SaveImagesOperator's event says the pictures went (the rendered destination folder).
-DESTINATION = "destination"
-
-#: The XCom key of a task's return value.
-RETURN_KEY = "return_value"
 
 
 @dataclass(frozen=True)
@@ -57,7 +50,7 @@ class SaveEvent:
     task_id: str
     map_index: int
     destination: str | None
-    #: The file-name stems of the LotImage tasks it saved (:func:`.index.file_stems`).
+    #: The file-name stems of the LotImage tasks it saved (``storage.layout.file_stems``).
     stems: frozenset[str]
 
     def vouches_for(self, path: str) -> bool:
@@ -78,7 +71,7 @@ def _marked_events(session: Session, *conditions: Any) -> list[SaveEvent]:
     ).where(
         AssetEvent.source_dag_id.is_not(None),
         # A cheap pre-filter the database can do (JSON as text); the marker is checked below.
-        cast(AssetEvent.extra, String).like(f"%{MARKER}%"),
+        cast(AssetEvent.extra, String).like(f"%{EVENT_TASK_IDS}%"),
         *conditions,
     )
     return [
@@ -87,11 +80,11 @@ def _marked_events(session: Session, *conditions: Any) -> list[SaveEvent]:
             run_id,
             task_id,
             -1 if map_index is None else map_index,
-            extra[DESTINATION] if isinstance(extra.get(DESTINATION), str) else None,
-            file_stems(task for task in extra[MARKER] if isinstance(task, str)),
+            extra[EVENT_DESTINATION] if isinstance(extra.get(EVENT_DESTINATION), str) else None,
+            file_stems(task for task in extra[EVENT_TASK_IDS] if isinstance(task, str)),
         )
         for dag_id, run_id, task_id, map_index, extra in session.execute(query)
-        if isinstance(extra, dict) and isinstance(extra.get(MARKER), list) and run_id and task_id
+        if isinstance(extra, dict) and isinstance(extra.get(EVENT_TASK_IDS), list) and run_id and task_id
     ]
 
 
@@ -130,7 +123,7 @@ def _return_values(
         select(XComModel.run_id, XComModel.task_id, XComModel.map_index, XComModel.value)
         .where(
             XComModel.dag_id == dag_id,
-            XComModel.key == RETURN_KEY,
+            XComModel.key == RETURN_VALUE_XCOM_KEY,
             XComModel.run_id.in_({run_id for run_id, _, _ in wanted}),
             XComModel.task_id.in_({task_id for _, task_id, _ in wanted}),
         )

@@ -8,8 +8,9 @@
 * **Made from verified bytes only**: the picture is read once (:func:`.index.read_verified`, no
   symlink followed) and checked against its sidecar's size and hash before it is decoded.
 * **Bounded**: a picture of more than :data:`MAX_PIXELS` is refused from its header, before
-  decoding (Pillow holds 4 bytes a pixel: at the store's own cap, ten grids' worth, that is
-  170 MB and more per picture). Thumbnails are made by :data:`BUILDS` threads of their own, so at
+  decoding, by the check every picture passes (``storage.images.open_picture``): Pillow holds
+  4 bytes a pixel, and at the store's own cap, ten grids' worth, that is 170 MB and more per
+  picture. Thumbnails are made by :data:`BUILDS` threads of their own, so at
   most that many at once, and the memory a decode leaves with the allocator stays with those
   threads instead of one more request thread each time. A request waits up to :data:`WAIT`
   seconds, then gets 503 (the thumbnail is still made, for the next request); one build serves
@@ -28,14 +29,15 @@ import io
 import os
 import secrets
 import threading
-import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from airflow_provider_lotimage.gallery import files, settings
+from airflow_provider_lotimage import config
+from airflow_provider_lotimage.exceptions import ImageDownloadError
+from airflow_provider_lotimage.gallery import files
 from airflow_provider_lotimage.gallery.index import Picture, read_verified
 from airflow_provider_lotimage.gallery.lru import LRU
-from airflow_provider_lotimage.images import PICTURE_FORMATS
+from airflow_provider_lotimage.storage.images import open_picture
 
 #: Longest side, in pixels: sharp at about 190 CSS pixels on a 2x screen.
 SIZE = 384
@@ -73,13 +75,13 @@ class ThumbnailBusy(Exception):
 
 def cache_key(dag_id: str, picture: Picture) -> str:
     """Name the thumbnail of ``picture`` as recorded by a run of ``dag_id`` (see the module doc)."""
-    digest = str(picture.meta.get("sha256", ""))
+    digest = picture.sidecar.sha256
     return hashlib.sha256("\0".join((_KEY_VERSION, dag_id, picture.path, digest)).encode()).hexdigest()
 
 
 def cache_path(key: str) -> Path:
     """Where the thumbnail of ``key`` is (or will be) kept."""
-    return settings.thumbnail_folder() / key[:2] / f"{key}-{SIZE}.jpg"
+    return config.thumbnail_folder() / key[:2] / f"{key}-{SIZE}.jpg"
 
 
 def thumbnail(dag_id: str, picture: Picture) -> bytes:
@@ -112,7 +114,7 @@ def _cached(key: str) -> bytes | None:
     failure = FAILED.get(key)
     if failure is not None:
         raise ThumbnailError(failure)
-    folder = settings.thumbnail_folder()
+    folder = config.thumbnail_folder()
     try:
         return files.read_below(str(folder), [key[:2], f"{key}-{SIZE}.jpg"], _MAX_THUMBNAIL_BYTES)
     except files.Unreadable:
@@ -144,18 +146,14 @@ def make(data: bytes) -> bytes:
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=list(PICTURE_FORMATS)) as opened:
-                if opened.width * opened.height > MAX_PIXELS:
-                    raise ThumbnailError(f"more than {MAX_PIXELS} pixels")
-                opened.draft("RGB", (SIZE, SIZE))  # JPEG: decode at a reduced scale
-                image = opened if opened.mode in ("RGB", "RGBA", "L") else opened.convert("RGBA")
-                # Reduce first, convert after: the full-size picture is held once, not twice.
-                image.thumbnail((SIZE, SIZE), Image.Resampling.LANCZOS)
-                image = image.convert("RGB")
-    except ThumbnailError:
-        raise
+        with open_picture(data, source="the picture", max_pixels=MAX_PIXELS) as opened:
+            opened.draft("RGB", (SIZE, SIZE))  # JPEG: decode at a reduced scale
+            image = opened if opened.mode in ("RGB", "RGBA", "L") else opened.convert("RGBA")
+            # Reduce first, convert after: the full-size picture is held once, not twice.
+            image.thumbnail((SIZE, SIZE), Image.Resampling.LANCZOS)
+            image = image.convert("RGB")
+    except ImageDownloadError as err:  # refused before decoding: not a picture, or too big
+        raise ThumbnailError(err.message) from None
     except Exception as exc:  # Pillow raises many kinds for a file that is not a picture
         raise ThumbnailError(f"not a picture ({type(exc).__name__})") from None
     out = io.BytesIO()

@@ -4,32 +4,38 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import requests
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 from airflow.providers.common.compat.sdk import BaseHook
 from asgiref.sync import sync_to_async
 
-from airflow_provider_lotimage import api, connection_form
-from airflow_provider_lotimage.api import TaskProgress
-from airflow_provider_lotimage.connection import ConnectionSettings, read_settings
-from airflow_provider_lotimage.exceptions import AuthError, LotImageError, TaskNotFoundError, TransientError
-from airflow_provider_lotimage.redaction import aregister_secret, register_secret
-from airflow_provider_lotimage.retry import RetryPolicy
-from airflow_provider_lotimage.transport import Call, Reply, SyncTransport, requests_session
-from airflow_provider_lotimage.validation import (
+from airflow_provider_lotimage.client import contract
+from airflow_provider_lotimage.client.contract import TaskProgress
+from airflow_provider_lotimage.client.progress import DEFAULT_STALL_TIMEOUT, ProgressWatch
+from airflow_provider_lotimage.client.retry import RetryPolicy
+from airflow_provider_lotimage.client.settings import ConnectionSettings, read_settings
+from airflow_provider_lotimage.client.transport import Call, Reply, SyncTransport, requests_session
+from airflow_provider_lotimage.client.validation import (
     validate_button,
     validate_cutting,
-    validate_prompt,
     validate_task_id,
+)
+from airflow_provider_lotimage.exceptions import AuthError, LotImageError, TaskNotFoundError, TransientError
+from airflow_provider_lotimage.ratelimit.registry import limiter_of
+from airflow_provider_lotimage.utils import connection_form
+from airflow_provider_lotimage.utils.secrets import (
+    aregister_secret,
+    register_secret,
+    validate_prompt,
     validate_webhook,
 )
 from airflow_provider_lotimage.version_compat import HAS_DECLARATIVE_CONNECTION_FORM
-from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWatch
 
 if TYPE_CHECKING:
-    from airflow_provider_lotimage.async_transport import AsyncTransport
+    from airflow_provider_lotimage.client.async_transport import AsyncTransport
+    from airflow_provider_lotimage.client.limiter import RateLimiter
 
 T = TypeVar("T")
 
@@ -42,14 +48,11 @@ class LotImageHook(BaseHook):
 
     The connection's host is the API's base URL (default ``https://api.lotimage.com``; it may carry
     scheme and port, e.g. an emulator at ``http://127.0.0.1:8765``) and its password is the key.
-    Extras: ``rate_limit`` (calls/s, default 3), ``rate_limit_scope`` (``host``, the default, shares
-    the key's budget between the processes of a machine; ``redis`` between every machine reaching
-    the Redis of ``rate_limit_redis_conn_id``, default ``redis_default``, falling back to ``host``
-    while Redis is away; ``process`` keeps one per process), ``timeout`` (seconds per call), and the
-    network extras ``proxies``, ``verify``, ``cert`` and ``trust_env``, which mean what ``HttpHook``
-    documents and apply to the sync and the async calls alike (:mod:`..connection`). The limiter is
-    built with the transport, so a rate-limit mistake (such as a missing Redis connection) fails
-    before the first call.
+    Extras: ``rate_limit`` (calls/s, default 3), ``rate_limit_scope`` (``host``, the default: the
+    processes of a machine share the key's budget; ``redis``: every machine reaching the Redis of
+    ``rate_limit_redis_conn_id``, ``host`` while Redis is away; ``process``), ``timeout`` (seconds per
+    call), and ``proxies``, ``verify``, ``cert`` and ``trust_env``, which mean what ``HttpHook``
+    documents, for the sync and the async calls alike (:mod:`..client.settings`).
 
     :param lotimage_conn_id: the Airflow connection to use.
     :param retry_policy: how many times and how long to wait before resending a call.
@@ -59,21 +62,11 @@ class LotImageHook(BaseHook):
     default_conn_name = "lotimage_default"
     conn_type = "lotimage"
     hook_name = "LotImage"
-    default_host = api.DEFAULT_BASE_URL
+    default_host = contract.DEFAULT_BASE_URL
 
-    if not HAS_DECLARATIVE_CONNECTION_FORM:
-        # Airflow 3.1 builds the connection form from the hook; 3.2+ reads get_provider_info and
-        # warns about hooks that define these, so there they do not exist.
-
-        @classmethod
-        def get_ui_field_behaviour(cls) -> dict[str, Any]:
-            """Return the form's standard fields: hidden, relabelled, with placeholders (Airflow 3.1)."""
-            return connection_form.ui_field_behaviour()
-
-        @classmethod
-        def get_connection_form_widgets(cls) -> dict[str, Any]:
-            """Return the form's extra fields as WTForms fields (Airflow 3.1)."""
-            return connection_form.connection_form_widgets()
+    if not HAS_DECLARATIVE_CONNECTION_FORM:  # Airflow 3.1 asks the hook for the connection form
+        get_ui_field_behaviour = connection_form.get_ui_field_behaviour
+        get_connection_form_widgets = connection_form.get_connection_form_widgets
 
     def __init__(
         self, lotimage_conn_id: str = default_conn_name, *, retry_policy: RetryPolicy | None = None
@@ -81,47 +74,59 @@ class LotImageHook(BaseHook):
         super().__init__()
         self.lotimage_conn_id = lotimage_conn_id
         self.retry_policy = retry_policy or RetryPolicy()
+        self._settings: ConnectionSettings | None = None
+        self._limiter: RateLimiter | None = None
         self._sync: SyncTransport | None = None
         self._async: AsyncTransport | None = None
 
-    # -- settings and transports ---------------------------------------------------------------
+    # -- settings, limiter and transports --------------------------------------------------------
 
     @property
     def settings(self) -> ConnectionSettings:
-        """The connection, read once (sync)."""
-        return self.transport.settings
-
-    @property
-    def transport(self) -> SyncTransport:
-        """The sync transport, built on first use from the connection.
+        """The connection, read once (sync); plain data, enough for a picture download's session.
 
         The key is registered with Airflow's masker as soon as it is read, in every form it takes
-        (:func:`~airflow_provider_lotimage.redaction.register_secret`).
+        (:func:`~airflow_provider_lotimage.utils.secrets.register_secret`).
         """
-        if self._sync is None:
+        if self._settings is None:
             conn = self.get_connection(self.lotimage_conn_id)
             settings = read_settings(conn, conn.extra_dejson)
             register_secret(settings.api_key)
-            _ = settings.limiter  # built now: a rate-limit mistake fails before the first call
-            self._sync = SyncTransport(settings)
+            self._settings = settings
+        return self._settings
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The key's rate limiter, looked up once, with the transport (so a mistake fails before a call).
+
+        For scope ``redis`` the lookup (:func:`..ratelimit.registry.limiter_of`) reads the Redis connection.
+        """
+        if self._limiter is None:
+            self._limiter = limiter_of(self.settings)
+        return self._limiter
+
+    @property
+    def transport(self) -> SyncTransport:
+        """The sync transport, built on first use from the connection, with the key's limiter."""
+        if self._sync is None:
+            _ = self.limiter  # built now: a rate-limit mistake fails before the first call
+            self._sync = SyncTransport(self.settings)
         return self._sync
 
     async def atransport(self) -> AsyncTransport:
         """Return the async transport, reading the connection without blocking the event loop.
 
-        The limiter is built in a worker thread: for scope ``redis`` that reads the Redis
-        connection, a blocking call the event loop must not make.
+        The limiter is looked up in a worker thread: for scope ``redis`` that reads a connection.
         """
         if self._async is None:
             # Imported here: aiohttp is a fifth of a second to import, and only the triggerer
             # needs it; every worker run of a task imports this module.
-            from airflow_provider_lotimage.async_transport import AsyncTransport
+            from airflow_provider_lotimage.client.async_transport import AsyncTransport
 
             conn = await get_async_connection(self.lotimage_conn_id, hook=self)
             settings = read_settings(conn, await get_async_extra_dejson(conn))
             await aregister_secret(settings.api_key)
-            await sync_to_async(lambda: settings.limiter)()
-            self._async = AsyncTransport(settings)
+            self._async = AsyncTransport(settings, await sync_to_async(limiter_of)(settings))
         return self._async
 
     def get_conn(self) -> requests.Session:
@@ -148,7 +153,7 @@ class LotImageHook(BaseHook):
         """
         _ = self.settings  # the key is read and registered first: the secret check knows it
         body = _submit_body(prompt=validate_prompt(prompt), cutting=cutting, webhook=webhook)
-        return self._request(_submit_call("imagine", api.IMAGINE_PATH, body))
+        return self._request(_submit_call("imagine", contract.IMAGINE_PATH, body))
 
     def press_button(
         self, lotimage_task_id: str, button: str, *, cutting: bool = False, webhook: str | None = None
@@ -171,7 +176,7 @@ class LotImageHook(BaseHook):
             cutting=cutting,
             webhook=webhook,
         )
-        return self._request(_submit_call("button", api.BUTTON_PATH, body))
+        return self._request(_submit_call("button", contract.BUTTON_PATH, body))
 
     def get_task_progress(self, lotimage_task_id: str) -> TaskProgress:
         """Read a task's progress.
@@ -214,18 +219,18 @@ class LotImageHook(BaseHook):
     ) -> TaskProgress:
         """Poll until the task is finished, blocking the calling thread.
 
-        Reads follow :meth:`~airflow_provider_lotimage.waiting.ProgressWatch.next_poll_in`: each
+        Reads follow :meth:`~airflow_provider_lotimage.client.progress.ProgressWatch.next_poll_in`: each
         spends one of the key's calls, so an adaptive wait reads when the task is likely to have
         moved or finished rather than every ``poll_interval``.
 
         :param lotimage_task_id: the task to wait for.
         :param poll_interval: seconds between reads (adaptive: the base of the schedule, whose
-            longest gap is :data:`~airflow_provider_lotimage.waiting.MAX_POLL_FACTOR` times it).
+            longest gap is :data:`~airflow_provider_lotimage.client.schedule.MAX_POLL_FACTOR` times it).
         :param timeout: seconds the whole wait may take (None: no limit).
         :param stall_timeout: seconds without progress after which the task counts as stalled.
         :param on_progress: called with the percentage whenever it moves.
         :param kind: the kind of a task just submitted (``KIND_IMAGINE``, or
-            :func:`~airflow_provider_lotimage.waiting.kind_of_button`): the first read then comes
+            :func:`~airflow_provider_lotimage.client.schedule.kind_of_button`): the first read then comes
             near its typical end instead of at once, when it could only show 0 %. None: unknown,
             read at once (the task may be long finished).
         :param adaptive: False reads every ``poll_interval``, as a fixed schedule.
@@ -266,8 +271,7 @@ class LotImageHook(BaseHook):
 
     def _request(self, call: Call[T], *, give_back: bool = False) -> Any:
         """Send ``call`` under the retry policy, waiting for the key's rate limiter before each try."""
-        transport = self.transport
-        limiter = transport.settings.limiter
+        transport, limiter = self.transport, self.limiter
 
         def attempt() -> T:
             limiter.acquire()
@@ -278,7 +282,7 @@ class LotImageHook(BaseHook):
     async def _arequest(self, call: Call[T], *, give_back: bool = False) -> Any:
         """Async :meth:`_request`: the shared session of the loop, the real send moment reported."""
         transport = await self.atransport()
-        limiter = transport.settings.limiter
+        limiter = cast("RateLimiter", transport.limiter)  # atransport gave it the key's
         async with transport.session() as session:
 
             async def attempt() -> T:
@@ -300,13 +304,15 @@ def _submit_call(name: str, path: str, body: dict[str, Any]) -> Call[str]:
 
 
 def _parse_submit(reply: Reply) -> str:
-    return api.parse_submit(reply.status, reply.content, retry_after=reply.retry_after)
+    return contract.parse_submit(reply.status, reply.content, retry_after=reply.retry_after)
 
 
 def _progress_call(lotimage_task_id: str) -> Call[TaskProgress]:
     task_id = validate_task_id(lotimage_task_id)
 
     def parse(reply: Reply) -> TaskProgress:
-        return api.parse_progress(reply.status, reply.content, task_id=task_id, retry_after=reply.retry_after)
+        return contract.parse_progress(
+            reply.status, reply.content, task_id=task_id, retry_after=reply.retry_after
+        )
 
-    return Call("task/progress", api.PROGRESS_PATH, {"taskId": task_id}, paid=False, parse=parse)
+    return Call("task/progress", contract.PROGRESS_PATH, {"taskId": task_id}, paid=False, parse=parse)

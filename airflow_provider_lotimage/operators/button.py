@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_lotimage.operators._submit import LotImageSubmitOperator
-from airflow_provider_lotimage.templating import NOT_YET, parse_time_value
-from airflow_provider_lotimage.validation import validate_button, validate_task_id
-from airflow_provider_lotimage.waiting import kind_of_button
+from airflow_provider_lotimage.client.schedule import kind_of_button
+from airflow_provider_lotimage.client.validation import validate_button, validate_task_id
+from airflow_provider_lotimage.operators.submit import LotImageSubmitOperator
+from airflow_provider_lotimage.utils.templating import NOT_YET, parse_time_value
 
 
 class ButtonOperator(LotImageSubmitOperator):

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_lotimage.operators._submit import LotImageSubmitOperator
-from airflow_provider_lotimage.templating import NOT_YET, parse_time_value
-from airflow_provider_lotimage.validation import validate_prompt
-from airflow_provider_lotimage.waiting import KIND_IMAGINE
+from airflow_provider_lotimage.client.schedule import KIND_IMAGINE
+from airflow_provider_lotimage.operators.submit import LotImageSubmitOperator
+from airflow_provider_lotimage.utils.secrets import validate_prompt
+from airflow_provider_lotimage.utils.templating import NOT_YET, parse_time_value
 
 
 class ImagineOperator(LotImageSubmitOperator):
     """Submit ``prompt`` to LotImage's ``imagine``; return the taskId, or the result when waiting.
 
     The taskId is also pushed to XCom under ``lotimage_task_id`` as soon as it is known. See
-    :class:`~airflow_provider_lotimage.operators._submit.LotImageSubmitOperator` for the waiting
+    :class:`~airflow_provider_lotimage.operators.submit.LotImageSubmitOperator` for the waiting
     and crash-safety parameters.
 
     Each submission is a paid task. When the DAG run has the param ``max_paid_tasks_per_run``,

@@ -2,13 +2,13 @@
 
 LotImage hands out signed CDN links that stop working after about 24 hours, so a pipeline must store
 the pictures in the same run. This operator downloads them (bounded in size and time, see
-:mod:`airflow_provider_lotimage.images`), writes them to any ``ObjectStoragePath`` with a JSON
+:mod:`airflow_provider_lotimage.storage.images`), writes them to any ``ObjectStoragePath`` with a JSON
 sidecar each, and announces the destination as an Airflow Asset.
 
 Decisions, and why:
 
 * **Names, idempotency, atomic writes, storage failures**: how pictures and sidecars are named,
-  written and committed is :mod:`airflow_provider_lotimage.picture_store`.
+  written and committed is :mod:`airflow_provider_lotimage.storage.store`.
 * **Asset**: the outlet is fixed at parse time, so a templated destination cannot name it. By
   default it is the destination's non-templated prefix, cut back to the last ``/``
   (``file:///data/{{ ds }}`` -> ``file:///data``); pass ``asset=`` to choose another.
@@ -34,9 +34,16 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
+from airflow_provider_lotimage.client.validation import require_text, validate_cutting, validate_task_id
 from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageInputError
-from airflow_provider_lotimage.failures import fail_fast
-from airflow_provider_lotimage.images import (
+from airflow_provider_lotimage.keys import (
+    EVENT_DESTINATION,
+    EVENT_NEW_COUNT,
+    EVENT_NEW_PATHS,
+    EVENT_TASK_IDS,
+    EVENT_UNCHANGED_COUNT,
+)
+from airflow_provider_lotimage.storage.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_TIMEOUT,
     EXPIRED_LINK_STATUSES,
@@ -44,9 +51,10 @@ from airflow_provider_lotimage.images import (
     is_public_host,
     split_grid,
 )
-from airflow_provider_lotimage.picture_store import PictureStore
-from airflow_provider_lotimage.templating import fixed_part
-from airflow_provider_lotimage.validation import require_text, validate_cutting, validate_task_id
+from airflow_provider_lotimage.storage.layout import QUADRANT_BUTTONS
+from airflow_provider_lotimage.storage.store import PictureStore
+from airflow_provider_lotimage.utils.failures import fail_fast
+from airflow_provider_lotimage.utils.templating import fixed_part
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -281,11 +289,11 @@ class SaveImagesOperator(BaseOperator):
         unchanged = len(paths) - len(new_paths)
         self.log.info("Stored %d new picture(s); %d were already stored", len(new_paths), unchanged)
         extra: dict[str, JsonValue] = {
-            "new_count": len(new_paths),
-            "unchanged_count": unchanged,
-            "new_paths": list(new_paths),
-            "lotimage_task_ids": list(dict.fromkeys(r["lotimage_task_id"] for r in results)),
-            "destination": str(store.directory),
+            EVENT_NEW_COUNT: len(new_paths),
+            EVENT_UNCHANGED_COUNT: unchanged,
+            EVENT_NEW_PATHS: list(new_paths),
+            EVENT_TASK_IDS: list(dict.fromkeys(r["lotimage_task_id"] for r in results)),
+            EVENT_DESTINATION: str(store.directory),
         }
         context["outlet_events"][self.asset].extra = extra
         return paths
@@ -328,7 +336,7 @@ class SaveImagesOperator(BaseOperator):
         if not self.split_grid:
             return [(path, is_new)]
         buttons = result.get("buttons") or []
-        if buttons and "U1" not in buttons:
+        if buttons and QUADRANT_BUTTONS[1] not in buttons:
             self.log.info("Task %s is a single picture (no U1 button): not splitting it", task_id)
             return [(path, is_new)]
         return [(path, is_new), *self._save_quadrants(session, store, result, grid)]
@@ -393,7 +401,7 @@ class SaveImagesOperator(BaseOperator):
         if pair is None:
             return None
         data = pair[0].read_bytes()
-        if hashlib.sha256(data).hexdigest() == pair[1].get("sha256"):
+        if hashlib.sha256(data).hexdigest() == pair[1].sha256:
             return data
         self.log.warning("Stored grid %s does not match its sidecar: downloading it again", pair[0])
         return None

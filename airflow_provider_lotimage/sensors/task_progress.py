@@ -13,35 +13,30 @@ from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
     BaseSensorOperator,
     PokeReturnValue,
-    conf,
 )
 from airflow.triggers.base import StartTriggerArgs
 
+from airflow_provider_lotimage import config
+from airflow_provider_lotimage.client.options import WaitOptions
+from airflow_provider_lotimage.client.progress import DEFAULT_STALL_TIMEOUT, ProgressWatch
+from airflow_provider_lotimage.client.validation import validate_first_poll_delay, validate_task_id
 from airflow_provider_lotimage.exceptions import LotImageInputError
-from airflow_provider_lotimage.failures import fail_fast
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, record_result
-from airflow_provider_lotimage.task_state import release, task_state
-from airflow_provider_lotimage.triggers.task_progress import (
-    TaskProgressTrigger,
+from airflow_provider_lotimage.keys import IMAGE_URL_XCOM_KEY, WATCH_STATE_KEY
+from airflow_provider_lotimage.links import LotImagePictureLink, record_result
+from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger, kwargs_for
+from airflow_provider_lotimage.utils.deferral import (
+    TaskEnding,
     ends_in_triggerer,
+    hold_seconds,
     result_from_event,
 )
-from airflow_provider_lotimage.validation import validate_task_id
+from airflow_provider_lotimage.utils.failures import fail_fast
+from airflow_provider_lotimage.utils.task_state import release, task_state
 from airflow_provider_lotimage.version_compat import HAS_START_FROM_TRIGGER
-from airflow_provider_lotimage.waiting import (
-    DEFAULT_STALL_TIMEOUT,
-    ProgressWatch,
-    earliest_first_poll,
-    validate_first_poll_delay,
-)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-#: Task-state key where reschedule mode keeps the watch between pokes (below Airflow 3.3, the
-#: prefix of the Variable that holds it: see :mod:`airflow_provider_lotimage.task_state`).
-WATCH_STATE_KEY = "lotimage_progress_watch"
 
 
 class TaskProgressSensor(BaseSensorOperator):
@@ -64,7 +59,7 @@ class TaskProgressSensor(BaseSensorOperator):
         first progress read, so before the task can resume. ``None`` (default): the worker's
         ``[workers] min_heartbeat_interval`` + 5 s, read when it defers (10 s with Airflow's
         defaults). A trigger that fires sooner can make Airflow 3 fail the resumed task ("state
-        mismatch"); see :func:`~airflow_provider_lotimage.waiting.default_first_poll_delay`.
+        mismatch"); see :func:`~airflow_provider_lotimage.utils.deferral.default_first_poll_delay`.
     :param end_from_trigger: deferrable only: when the picture is ready, end the task in the
         triggerer (XComs ``return_value`` and ``lotimage_image_url`` as usual) instead of resuming
         it on a worker. ``False``: resume in ``execute_complete`` as before, for what only a worker
@@ -104,7 +99,7 @@ class TaskProgressSensor(BaseSensorOperator):
         lotimage_task_id: str,
         lotimage_conn_id: str = LotImageHook.default_conn_name,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool = config.default_deferrable(),
         poke_interval: float = 10.0,
         first_poll_delay: float | None = None,
         end_from_trigger: bool = True,
@@ -154,23 +149,17 @@ class TaskProgressSensor(BaseSensorOperator):
         is the trigger timeout, and ``first_poll_at`` is in the past (read at once: no worker
         deferred the task, so no late worker report can race the trigger's event).
         """
-        return {
-            "lotimage_task_id": self.lotimage_task_id,
-            "lotimage_conn_id": self.lotimage_conn_id,
-            "poll_interval": float(self.poke_interval),
-            "end_time": None,
-            "stall_timeout": self.stall_timeout,
-            "first_poll_at": 0.0,
-            **self._ending_kwargs(),
-        }
+        options = WaitOptions(
+            poll_interval=float(self.poke_interval),
+            stall_timeout=self.stall_timeout,
+            first_poll_at=0.0,
+            adaptive_polling=self.adaptive_polling,
+        )
+        return kwargs_for(self.lotimage_task_id, self.lotimage_conn_id, options, self._ending())
 
-    def _ending_kwargs(self) -> dict[str, Any]:
-        """Return the trigger kwargs on how to read and end, alike from the scheduler or a worker."""
-        return {
-            "end_from_trigger": ends_in_triggerer(self),
-            "push_return_value": self.do_xcom_push,
-            "adaptive_polling": self.adaptive_polling,
-        }
+    def _ending(self) -> TaskEnding:
+        """Return how the trigger ends the task, alike from the scheduler or a worker."""
+        return TaskEnding(end_from_trigger=ends_in_triggerer(self), push_return_value=self.do_xcom_push)
 
     @cached_property
     def hook(self) -> LotImageHook:
@@ -198,18 +187,18 @@ class TaskProgressSensor(BaseSensorOperator):
         if isinstance(done, PokeReturnValue) and done.is_done:
             return done.xcom_value
         self._drop_watch(context)  # the trigger keeps its own from here on
-        self.defer(
-            trigger=TaskProgressTrigger(
-                lotimage_task_id=self.lotimage_task_id,
-                lotimage_conn_id=self.lotimage_conn_id,
-                poll_interval=self.poke_interval,
-                end_time=time.time() + self.timeout,
-                stall_timeout=self.stall_timeout,
-                first_poll_at=earliest_first_poll(self.first_poll_delay),
-                **self._ending_kwargs(),
-            ),
-            method_name="execute_complete",
+        options = WaitOptions.starting_at(
+            time.time(),
+            timeout=self.timeout,
+            first_poll_delay=hold_seconds(self.first_poll_delay),
+            poll_interval=self.poke_interval,
+            stall_timeout=self.stall_timeout,
+            adaptive_polling=self.adaptive_polling,
         )
+        trigger = TaskProgressTrigger.waiting_for(
+            self.lotimage_task_id, self.lotimage_conn_id, options, self._ending()
+        )
+        self.defer(trigger=trigger, method_name="execute_complete")
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger fired: validate its event and return the result dict."""

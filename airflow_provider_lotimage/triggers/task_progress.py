@@ -10,13 +10,16 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 from asgiref.sync import sync_to_async
 
-from airflow_provider_lotimage.api import TaskProgress
-from airflow_provider_lotimage.exceptions import LotImageError, TaskTimeoutError, error_class
+from airflow_provider_lotimage.client.contract import TaskProgress
+from airflow_provider_lotimage.client.options import WaitOptions
+from airflow_provider_lotimage.client.progress import DEFAULT_STALL_TIMEOUT, ProgressWatch
+from airflow_provider_lotimage.client.validation import validate_task_id
+from airflow_provider_lotimage.exceptions import LotImageError, TaskTimeoutError
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY, LotImagePictureLink, link_for, log_finished
-from airflow_provider_lotimage.task_state import release
-from airflow_provider_lotimage.validation import validate_task_id
-from airflow_provider_lotimage.waiting import DEFAULT_STALL_TIMEOUT, ProgressWatch, earliest_first_poll
+from airflow_provider_lotimage.keys import IMAGE_URL_XCOM_KEY, RETURN_VALUE_XCOM_KEY, TASK_ID_XCOM_KEY
+from airflow_provider_lotimage.links import LotImagePictureLink, link_for, log_finished
+from airflow_provider_lotimage.utils.deferral import TaskEnding, earliest_first_poll
+from airflow_provider_lotimage.utils.task_state import release
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -25,11 +28,22 @@ if TYPE_CHECKING:
 #: same second do not poll in lockstep.
 POLL_JITTER = 0.2
 
-#: XCom key of the submitted taskId, pushed by the submitting operators as soon as it is known.
-TASK_ID_XCOM_KEY = "lotimage_task_id"
 
-#: XCom key of a task's return value (Airflow's ``XCOM_RETURN_KEY``).
-RETURN_VALUE_XCOM_KEY = "return_value"
+class _Option:
+    """A trigger attribute read from its :class:`WaitOptions` or :class:`TaskEnding` (``holder``).
+
+    The options are the trigger's state; the names stay readable on the trigger, as Airflow's and
+    the tests' views of a trigger read them.
+    """
+
+    def __init__(self, holder: str) -> None:
+        self.holder = holder
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, trigger: Any, owner: type | None = None) -> Any:
+        return getattr(getattr(trigger, self.holder), self.name)
 
 
 class TaskProgressTrigger(BaseTrigger):
@@ -57,7 +71,7 @@ class TaskProgressTrigger(BaseTrigger):
     3.3 a task pulling them through the Task SDK gets the JSON *text* (a dict arrives as a string,
     a taskId in quotes). The records (``release_keys``, a submitting operator's taskId and
     paid-task budget claim) are released with
-    :func:`~airflow_provider_lotimage.task_state.release`, as the task does on success, for the
+    :func:`~airflow_provider_lotimage.utils.task_state.release`, as the task does on success, for the
     task instance the triggerer gave the trigger. On 3.3 that does nothing (Airflow's task state
     store belongs to the run); below 3.3 it deletes Variables, which the triggerer's comms carry on
     3.1 and 3.2 as well. Both happen *before* the event: a triggerer that dies in between leaves
@@ -72,7 +86,7 @@ class TaskProgressTrigger(BaseTrigger):
     The first progress read, and so any event, comes no sooner than ``first_poll_at``: a trigger
     that fires within seconds of its deferral can make Airflow fail the resumed task ("state
     mismatch"; why, and the default of ``[workers] min_heartbeat_interval`` + 5 s, in
-    :func:`~airflow_provider_lotimage.waiting.default_first_poll_delay`). Operators compute it in
+    :func:`~airflow_provider_lotimage.utils.deferral.default_first_poll_delay`). Operators compute it in
     the worker when they defer. It is absolute, so a trigger recreated after a triggerer restart
     waits only for what is left of it. The wait applies when a triggerer runs the trigger (which
     gives it a ``trigger_id``); ``dag.test()`` runs it inline, in the task's own process right
@@ -85,7 +99,7 @@ class TaskProgressTrigger(BaseTrigger):
     :param stall_timeout: seconds without progress after which the task counts as stalled.
     :param started_at: epoch seconds when the wait began (default: now).
     :param first_poll_at: epoch seconds before which progress is not read (default: now plus
-        :func:`~airflow_provider_lotimage.waiting.default_first_poll_delay`, read where the
+        :func:`~airflow_provider_lotimage.utils.deferral.default_first_poll_delay`, read where the
         trigger is built; pass a time in the past to read at once).
     :param end_from_trigger: end a successful task here (see above). Default ``False``: triggers
         serialized before this option resume their task as they were built to.
@@ -116,37 +130,51 @@ class TaskProgressTrigger(BaseTrigger):
         super().__init__()
         self.lotimage_task_id = lotimage_task_id
         self.lotimage_conn_id = lotimage_conn_id
-        self.poll_interval = float(poll_interval)
-        self.end_time = end_time
-        self.stall_timeout = stall_timeout
-        self.started_at = time.time() if started_at is None else started_at
-        self.first_poll_at = earliest_first_poll(None) if first_poll_at is None else float(first_poll_at)
-        self.end_from_trigger = bool(end_from_trigger)
-        self.release_keys = list(release_keys or [])
-        self.push_return_value = bool(push_return_value)
-        self.push_task_id = bool(push_task_id)
-        self.kind = kind
-        self.adaptive_polling = bool(adaptive_polling)
+        self.options = WaitOptions(
+            poll_interval=float(poll_interval),
+            end_time=end_time,
+            stall_timeout=stall_timeout,
+            started_at=time.time() if started_at is None else started_at,
+            first_poll_at=earliest_first_poll(None) if first_poll_at is None else float(first_poll_at),
+            kind=kind,
+            adaptive_polling=bool(adaptive_polling),
+        )
+        self.ending = TaskEnding(
+            end_from_trigger=bool(end_from_trigger),
+            release_keys=tuple(release_keys or ()),
+            push_return_value=bool(push_return_value),
+            push_task_id=bool(push_task_id),
+        )
+
+    # The options, read by their names on the trigger.
+    poll_interval = _Option("options")
+    end_time = _Option("options")
+    stall_timeout = _Option("options")
+    started_at = _Option("options")
+    first_poll_at = _Option("options")
+    kind = _Option("options")
+    adaptive_polling = _Option("options")
+    end_from_trigger = _Option("ending")
+    push_return_value = _Option("ending")
+    push_task_id = _Option("ending")
+
+    @property
+    def release_keys(self) -> list[str]:
+        """The task's records to release before ending the task here."""
+        return list(self.ending.release_keys)
+
+    @classmethod
+    def waiting_for(
+        cls, lotimage_task_id: str, lotimage_conn_id: str, options: WaitOptions, ending: TaskEnding
+    ) -> TaskProgressTrigger:
+        """Return the trigger of a wait built by an operator or the sensor (see :func:`kwargs_for`)."""
+        return cls(**kwargs_for(lotimage_task_id, lotimage_conn_id, options, ending))
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the classpath and keyword arguments that recreate this trigger in the triggerer."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "lotimage_task_id": self.lotimage_task_id,
-                "lotimage_conn_id": self.lotimage_conn_id,
-                "poll_interval": self.poll_interval,
-                "end_time": self.end_time,
-                "stall_timeout": self.stall_timeout,
-                "started_at": self.started_at,
-                "first_poll_at": self.first_poll_at,
-                "end_from_trigger": self.end_from_trigger,
-                "release_keys": list(self.release_keys),
-                "push_return_value": self.push_return_value,
-                "push_task_id": self.push_task_id,
-                "kind": self.kind,
-                "adaptive_polling": self.adaptive_polling,
-            },
+            kwargs_for(self.lotimage_task_id, self.lotimage_conn_id, self.options, self.ending),
         )
 
     @property
@@ -159,15 +187,7 @@ class TaskProgressTrigger(BaseTrigger):
         return getattr(self, "trigger_id", None) is not None
 
     def _watch(self) -> ProgressWatch:
-        return ProgressWatch.resume(
-            self.lotimage_task_id,
-            started_at=self.started_at,
-            end_time=self.end_time,
-            stall_timeout=self.stall_timeout,
-            first_poll_at=self.first_poll_at if self.run_by_triggerer else None,
-            kind=self.kind,
-            adaptive=self.adaptive_polling,
-        )
+        return self.options.watch(self.lotimage_task_id, hold=self.run_by_triggerer)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the task is done, then yield the one event (see the class docstring).
@@ -248,29 +268,6 @@ class TaskProgressTrigger(BaseTrigger):
         return True
 
 
-def ends_in_triggerer(task: Any) -> bool:
-    """Return whether ``task`` (with ``end_from_trigger``) may end in the triggerer on success.
-
-    A task that ends there skips what only a worker does when a task succeeds (the triggerer just
-    sets the state and stores the XComs): ``on_success_callback`` (the triggerer sends a success
-    callback request, but the DAG processor of Airflow 3.1 to 3.3 runs failure callbacks only),
-    the asset events of ``outlets``, ``post_execute`` and the worker's task listeners. A task with
-    a success callback or outlets therefore ends on a worker anyway, saying so; listeners cannot
-    be seen from here, hence ``end_from_trigger=False``.
-    """
-    if not task.end_from_trigger:
-        return False
-    skipped = [name for name in ("on_success_callback", "outlets") if getattr(task, name, None)]
-    if skipped:
-        task.log.info(
-            "Task %s has %s, which only a worker runs: it ends on a worker, not in the triggerer",
-            task.task_id,
-            " and ".join(skipped),
-        )
-        return False
-    return True
-
-
 def _finish(task_instance: Any, xcoms: dict[str, Any], release_keys: Sequence[str]) -> None:
     """Do what a successful task does with its XComs, extra link and records, through the Task SDK.
 
@@ -293,25 +290,17 @@ def _finish(task_instance: Any, xcoms: dict[str, Any], release_keys: Sequence[st
         release(context, key)
 
 
-def result_from_event(event: Any) -> dict[str, Any]:
-    """Check a trigger event and return its result dict, or raise what went wrong.
+def kwargs_for(
+    lotimage_task_id: str, lotimage_conn_id: str, options: WaitOptions, ending: TaskEnding
+) -> dict[str, Any]:
+    """Return the trigger's keyword arguments: what Airflow stores for it, so the names never change.
 
-    Shared by every ``execute_complete`` so they all validate events the same way.
+    A trigger serialized by an earlier release is rebuilt from them, and so is a sensor's trigger
+    that the scheduler starts from kwargs fixed at parse time (``start_from_trigger``).
     """
-    if not isinstance(event, dict) or event.get("status") not in ("success", "error", "timeout"):
-        raise LotImageError(f"Unexpected event from TaskProgressTrigger: {event!r}")
-    task_id = event.get("lotimage_task_id")
-    if event["status"] == "timeout":
-        raise TaskTimeoutError(str(event.get("message") or "LotImage task timed out"), task_id=None)
-    if event["status"] == "error":
-        raise error_class(str(event.get("error_type")))(
-            str(event.get("message") or "LotImage task failed"), task_id=None
-        )
-    result = event.get("result")
-    if (
-        not isinstance(result, dict)
-        or result.get("lotimage_task_id") != task_id
-        or not result.get("image_url")
-    ):
-        raise LotImageError(f"Malformed success event from TaskProgressTrigger: {event!r}")
-    return result
+    return {
+        "lotimage_task_id": lotimage_task_id,
+        "lotimage_conn_id": lotimage_conn_id,
+        **options.to_kwargs(),
+        **ending.to_kwargs(),
+    }

@@ -12,7 +12,7 @@ def variable_record(dag_id: str, run_id: str, task_id: str, key: str) -> Any:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from airflow_provider_lotimage.task_state import VariableTaskState
+    from airflow_provider_lotimage.utils.task_state import VariableTaskState
 
     name = VariableTaskState(dag_id=dag_id, run_id=run_id, task_id=task_id).variable_key(key)
     with create_session() as session:

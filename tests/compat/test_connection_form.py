@@ -40,8 +40,8 @@ def test_hook_has_the_form_methods_only_where_airflow_asks_the_hook() -> None:
 
 
 def test_hook_form_behaviour_is_the_declared_one() -> None:
-    from airflow_provider_lotimage import connection_form
     from airflow_provider_lotimage.get_provider_info import get_provider_info
+    from airflow_provider_lotimage.utils import connection_form
 
     (declared,) = get_provider_info()["connection-types"]
     behaviour = connection_form.ui_field_behaviour()
@@ -80,7 +80,7 @@ def test_values_the_3_1_form_saves_are_read_as_numbers() -> None:
     """Airflow 3.1's form has no number field: its values arrive as strings in the Extra."""
     from types import SimpleNamespace
 
-    from airflow_provider_lotimage.connection import read_settings
+    from airflow_provider_lotimage.client.settings import read_settings
 
     conn = SimpleNamespace(conn_id="c", host="http://127.0.0.1:1", port=None, password="k", login=None)
     settings = read_settings(conn, {"rate_limit": "2.5", "rate_limit_scope": "process", "timeout": "30"})

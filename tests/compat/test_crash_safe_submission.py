@@ -1,7 +1,7 @@
 """Crash-safe submission and the reschedule stall watch on every supported Airflow version.
 
 On Airflow 3.3 the records live in the task state store; below 3.3 in Variables
-(``airflow_provider_lotimage.task_state``). The DAGs and the promises are the same on every
+(``airflow_provider_lotimage.utils.task_state``). The DAGs and the promises are the same on every
 version: one paid imagine however often the wait fails, a stall detected across reschedules.
 What differs is only where the record lives and when it is deleted, which each test checks for
 the version it runs on.
@@ -30,7 +30,7 @@ def _recorder(seen: list[Any], key: str):
     """
 
     def record(context: Any) -> None:
-        from airflow_provider_lotimage.task_state import task_state
+        from airflow_provider_lotimage.utils.task_state import task_state
 
         store = task_state(context)
         seen.append(None if store is None else store.get(key))

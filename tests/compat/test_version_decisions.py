@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from airflow_provider_lotimage import version_compat
-from airflow_provider_lotimage.task_state import VariableResumableJobMixin, VariableTaskState
+from airflow_provider_lotimage.utils.task_state import VariableResumableJobMixin, VariableTaskState
 
 
 def test_flags_follow_the_airflow_version() -> None:

@@ -22,7 +22,7 @@ from lotimage_emulator import render
 from lotimage_emulator.pytest_plugin import TEST_DEFAULTS
 from PIL import Image
 
-from airflow_provider_lotimage.images import split_grid
+from airflow_provider_lotimage.storage.images import split_grid
 from tests.dags.conftest import EXAMPLE_DAGS
 
 if TYPE_CHECKING:

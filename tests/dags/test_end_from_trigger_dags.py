@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_lotimage.operators._submit import LotImageSubmitOperator
+from airflow_provider_lotimage.operators.submit import LotImageSubmitOperator
 from airflow_provider_lotimage.sensors.task_progress import TaskProgressSensor
 from tests.dag_helpers import run_dag
 

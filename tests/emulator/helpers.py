@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from airflow_provider_lotimage.api import BUTTON_PATH, IMAGINE_PATH, PROGRESS_PATH
+from airflow_provider_lotimage.client.contract import BUTTON_PATH, IMAGINE_PATH, PROGRESS_PATH
 
 if TYPE_CHECKING:
     from lotimage_emulator import Emulator

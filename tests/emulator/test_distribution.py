@@ -12,7 +12,7 @@ from importlib import metadata
 
 from lotimage_emulator import contract
 
-from airflow_provider_lotimage import api
+from airflow_provider_lotimage.client import contract as api
 
 FORBIDDEN = ("airflow", "airflow_provider_lotimage")
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_lotimage.api import (
+from airflow_provider_lotimage.client.contract import (
     BUTTON_PATH,
     GRID_BUTTONS,
     IMAGINE_PATH,

@@ -10,7 +10,7 @@ import requests
 from lotimage_emulator import FaultRule
 from lotimage_emulator.faults import FaultError
 
-from airflow_provider_lotimage.api import parse_progress
+from airflow_provider_lotimage.client.contract import parse_progress
 from airflow_provider_lotimage.exceptions import MalformedResponseError, TaskFailedError, TransientError
 
 from .helpers import Client

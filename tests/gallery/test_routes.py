@@ -106,6 +106,7 @@ def test_full_size_and_sidecar_are_served(client_for, local_runs: Runs) -> None:
 
 
 def test_thumbnails_are_made_once_and_cached(client_for, local_runs: Runs, monkeypatch) -> None:
+    from airflow_provider_lotimage import config
     from airflow_provider_lotimage.gallery import thumbnails
 
     made: list[int] = []
@@ -119,7 +120,7 @@ def test_thumbnails_are_made_once_and_cached(client_for, local_runs: Runs, monke
     assert first.status_code == second.status_code == 200
     assert first.headers["content-type"] == "image/jpeg" and first.content == second.content
     assert len(made) == 1
-    cached = list(thumbnails.settings.thumbnail_folder().rglob("*.jpg"))
+    cached = list(config.thumbnail_folder().rglob("*.jpg"))
     assert any(file.read_bytes() == first.content for file in cached)
 
 

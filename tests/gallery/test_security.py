@@ -250,9 +250,9 @@ def test_forged_xcom_paths_to_another_dags_pictures_are_not_served(
         assert made.status_code == 200, made.text
     forged = [*own, *theirs, *(sidecar(path) for path in theirs), planted]
     saved = "save_grids"
-    from airflow_provider_lotimage.gallery import records
+    from airflow_provider_lotimage.keys import RETURN_VALUE_XCOM_KEY
 
-    with xcom_set_by(editor, A, run_a, saved, records.RETURN_KEY, forged):
+    with xcom_set_by(editor, A, run_a, saved, RETURN_VALUE_XCOM_KEY, forged):
         shown = set(pictures(reader, A, run_a))
         assert shown and not shown & {*theirs, planted}
         for path in [*theirs, *(sidecar(path) for path in theirs), planted, sidecar(planted)]:
@@ -372,7 +372,7 @@ def test_an_undecodable_picture_is_decoded_once(
 def test_the_link_does_not_redirect_to_a_host_it_does_not_know(
     client_for: Callable[..., Any], local_runs: Runs, url: str
 ) -> None:
-    from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY
+    from airflow_provider_lotimage.keys import IMAGE_URL_XCOM_KEY
 
     run_id = local_runs.run(LINK, 0)  # its picture was seen, not stored: the link leads to the URL
     link = f"/lotimage/link/{LINK}/{quote(run_id, safe='')}/seen/-1"
@@ -389,7 +389,7 @@ def test_the_link_does_not_redirect_to_a_host_it_does_not_know(
 def test_the_link_redirects_to_the_services_picture_hosts(
     client_for: Callable[..., Any], local_runs: Runs
 ) -> None:
-    from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY
+    from airflow_provider_lotimage.keys import IMAGE_URL_XCOM_KEY
 
     run_id = local_runs.run(LINK, 0)
     link = f"/lotimage/link/{LINK}/{quote(run_id, safe='')}/seen/-1"
@@ -425,7 +425,7 @@ def test_route_parameters_are_bounded(client_for: Callable[..., Any], local_runs
 
 # ------------------------------------------------------------------------------- 6. headers
 def test_every_answer_carries_the_security_headers(client_for: Callable[..., Any], local_runs: Runs) -> None:
-    from airflow_provider_lotimage.links import IMAGE_URL_XCOM_KEY
+    from airflow_provider_lotimage.keys import IMAGE_URL_XCOM_KEY
 
     reader = client_for("reader")
     run_id = local_runs.run(A)
@@ -512,7 +512,7 @@ def large_run(
     airflow_db: None, gallery_env: pytest.MonkeyPatch, picture_server: str, tmp_path_factory
 ) -> str:
     """A run that stored six pictures under each cap (one colour each: small files, large canvases)."""
-    from airflow_provider_lotimage.images import MAX_PIXELS
+    from airflow_provider_lotimage.storage.images import MAX_PIXELS
 
     assert UNDER_STORE_CAP[0] * UNDER_STORE_CAP[1] <= MAX_PIXELS
     results = [

@@ -10,7 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from airflow_provider_lotimage.async_transport import shared_sessions
+from airflow_provider_lotimage.client.async_transport import shared_sessions
+from airflow_provider_lotimage.client.retry import RetryPolicy
+from airflow_provider_lotimage.client.transport import Call
 from airflow_provider_lotimage.exceptions import (
     AmbiguousSubmitError,
     AuthError,
@@ -26,8 +28,6 @@ from airflow_provider_lotimage.exceptions import (
     TransientError,
 )
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-from airflow_provider_lotimage.retry import RetryPolicy
-from airflow_provider_lotimage.transport import Call
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.05, max_delay=0.2)
 
@@ -384,7 +384,7 @@ def _spend(
     hook: LotImageHook, loop: str, monkeypatch: pytest.MonkeyPatch, held: list[float]
 ) -> tuple[str, object]:
     """Run one call of ``loop``: ``("returned", value)`` or ``("raised", error)``."""
-    limiter = hook.transport.settings.limiter
+    limiter = hook.limiter
     monkeypatch.setattr(limiter, "block_for", held.append)
 
     async def ablock_for(seconds: float) -> None:
@@ -470,7 +470,7 @@ def test_a_paid_call_is_never_given_back(hook: LotImageHook, lotimage_emulator) 
     sent: list[str] = []
     with pytest.raises(ValueError, match="never given back"):
         REAL.run(
-            call, hook.transport.settings.limiter, hook.log, lambda: sent.append("imagine"), give_back=True
+            call, hook.limiter, hook.log, lambda: sent.append("imagine"), give_back=True
         )
     assert sent == []
     assert lotimage_emulator.stats()["requests"]["imagine"] == 0

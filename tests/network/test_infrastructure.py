@@ -22,7 +22,7 @@ import requests
 from lotimage_emulator import run_emulator
 from lotimage_emulator.pytest_plugin import TEST_API_KEY, TEST_DEFAULTS
 
-from airflow_provider_lotimage.api import IMAGINE_PATH, PROGRESS_PATH
+from airflow_provider_lotimage.client.contract import IMAGINE_PATH, PROGRESS_PATH
 
 from .proxy import TinyProxy, parse_requests
 

@@ -19,10 +19,10 @@ import pytest
 from lotimage_emulator import Emulator
 from lotimage_emulator.pytest_plugin import TEST_API_KEY, TEST_DEFAULTS
 
-from airflow_provider_lotimage import api
+from airflow_provider_lotimage.client import contract as api
+from airflow_provider_lotimage.client.retry import RetryPolicy
 from airflow_provider_lotimage.exceptions import ProxyError, TaskNotFoundError, TLSError
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-from airflow_provider_lotimage.retry import RetryPolicy
 from tests.dag_helpers import run_dag
 
 if TYPE_CHECKING:

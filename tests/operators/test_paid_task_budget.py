@@ -2,7 +2,7 @@
 
 Each DAG is serialised as the DAG processor would and run with ``dag.test()`` against the emulator;
 tasks record their failures through an ``on_failure_callback``. The budget's counting across
-parallel task instances is in ``tests/unit/test_budget.py``, on a real deployment in
+parallel task instances is in ``tests/utils/test_budget.py``, on a real deployment in
 ``tests/deployment/test_quota_and_load.py``.
 """
 

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
+from airflow_provider_lotimage.client.retry import RetryPolicy
 from airflow_provider_lotimage.exceptions import ConnectionConfigError
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-from airflow_provider_lotimage.redis_budget import RedisBudget
-from airflow_provider_lotimage.retry import RetryPolicy
+from airflow_provider_lotimage.ratelimit.redis_budget import RedisBudget
 from tests.ratelimit.processes import REPO_ROOT
 
 
@@ -108,15 +108,16 @@ def test_a_wrong_redis_password_is_an_outage_not_a_failure(
             {"conn_type": "redis", "host": "127.0.0.1", "port": redis_server.port, "password": "wrong-pw-XYZ"}
         ),
     )
-    caplog.set_level(logging.WARNING, logger="airflow_provider_lotimage.redis_link")
+    caplog.set_level(logging.WARNING, logger="airflow_provider_lotimage.ratelimit.redis_link")
     from types import SimpleNamespace
 
-    from airflow_provider_lotimage.connection import read_settings
+    from airflow_provider_lotimage.client.settings import read_settings
+    from airflow_provider_lotimage.ratelimit.registry import limiter_of
 
     conn = SimpleNamespace(
         conn_id="lotimage_default", host="http://lotimage.invalid", port=None, password=api_key
     )
-    limiter = read_settings(conn, {"rate_limit_scope": "redis"}).limiter
+    limiter = limiter_of(read_settings(conn, {"rate_limit_scope": "redis"}))
     assert isinstance(limiter, RedisBudget)
     started = time.monotonic()
     limiter.acquire()
@@ -130,14 +131,15 @@ _WITHOUT_REDIS = textwrap.dedent(
     from types import SimpleNamespace
     for name in ("redis", "airflow.providers.redis.hooks"):  # as if neither were installed
         sys.modules[name] = None
-    from airflow_provider_lotimage.connection import read_settings
+    from airflow_provider_lotimage.client.settings import read_settings
+    from airflow_provider_lotimage.ratelimit.registry import limiter_of
     from airflow_provider_lotimage.exceptions import ConnectionConfigError
     import airflow_provider_lotimage.hooks.lotimage, airflow_provider_lotimage.triggers.task_progress
 
     conn = SimpleNamespace(conn_id="c", host="http://127.0.0.1:1", port=None, password="k")
-    read_settings(conn, {}).limiter
+    limiter_of(read_settings(conn, {}))
     try:
-        read_settings(conn, {"rate_limit_scope": "redis"}).limiter
+        limiter_of(read_settings(conn, {"rate_limit_scope": "redis"}))
     except ConnectionConfigError as exc:
         print(exc)
     """

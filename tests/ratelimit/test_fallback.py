@@ -16,14 +16,15 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_harness.redis_server import RedisServer
-from airflow_provider_lotimage import redis_link
-from airflow_provider_lotimage.connection import read_settings
-from airflow_provider_lotimage.redis_budget import RedisBudget
+from airflow_provider_lotimage.client.settings import read_settings
+from airflow_provider_lotimage.ratelimit import redis_link
+from airflow_provider_lotimage.ratelimit.redis_budget import RedisBudget
+from airflow_provider_lotimage.ratelimit.registry import limiter_of
 from tests.ratelimit.conftest import REDIS_PASSWORD
 from tests.ratelimit.processes import max_in_window
 
 URL = "http://lotimage.invalid"
-LOGGER = "airflow_provider_lotimage.redis_link"
+LOGGER = "airflow_provider_lotimage.ratelimit.redis_link"
 #: No wait may exceed one window (1.2 s) plus one Redis timeout and some scheduling slack.
 BOUND = 1.2 + redis_link.REDIS_TIMEOUT + 0.3
 
@@ -34,7 +35,7 @@ def budget(
 ) -> RedisBudget:
     monkeypatch.setattr(redis_link, "RETRY_REDIS_EVERY", 0.5)
     conn = SimpleNamespace(conn_id="lotimage_default", host=URL, port=None, password=api_key)
-    limiter = read_settings(conn, {"rate_limit_scope": "redis"}).limiter
+    limiter = limiter_of(read_settings(conn, {"rate_limit_scope": "redis"}))
     assert isinstance(limiter, RedisBudget)
     return limiter
 

@@ -10,10 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from airflow_provider_lotimage import redis_budget
-from airflow_provider_lotimage.connection import read_settings
-from airflow_provider_lotimage.ratelimit import key_identity
-from airflow_provider_lotimage.redis_budget import RedisBudget
+from airflow_provider_lotimage.client.settings import read_settings
+from airflow_provider_lotimage.ratelimit import redis_budget
+from airflow_provider_lotimage.ratelimit.base import key_identity
+from airflow_provider_lotimage.ratelimit.redis_budget import RedisBudget
+from airflow_provider_lotimage.ratelimit.registry import limiter_of
 from tests.ratelimit.conftest import REDIS_PASSWORD
 from tests.ratelimit.processes import max_in_window
 
@@ -24,7 +25,7 @@ PERIOD = 1.2
 @pytest.fixture
 def budget(redis_connection: str, api_key: str, host_tmpdir: Path) -> RedisBudget:
     conn = SimpleNamespace(conn_id="lotimage_default", host=URL, port=None, password=api_key)
-    limiter = read_settings(conn, {"rate_limit_scope": "redis"}).limiter
+    limiter = limiter_of(read_settings(conn, {"rate_limit_scope": "redis"}))
     assert isinstance(limiter, RedisBudget)
     return limiter
 

@@ -25,10 +25,11 @@ Order = dict[str, Any]
 
 
 def limiter(spec: dict[str, Any]) -> Callable[[Order], Any]:
-    from airflow_provider_lotimage.connection import read_settings
+    from airflow_provider_lotimage.client.settings import read_settings
+    from airflow_provider_lotimage.ratelimit.registry import limiter_of
 
     conn = SimpleNamespace(conn_id="lotimage_default", host=spec["url"], port=None, password=spec["key"])
-    rate = read_settings(conn, spec["extra"]).limiter
+    rate = limiter_of(read_settings(conn, spec["extra"]))
 
     def acquire(order: Order) -> Any:
         """Take ``calls`` slots (by ``concurrency`` coroutines when given); the moments they came."""
@@ -70,8 +71,8 @@ def limiter(spec: dict[str, Any]) -> Callable[[Order], Any]:
 
 
 def hook(spec: dict[str, Any]) -> Callable[[Order], Any]:
+    from airflow_provider_lotimage.client.retry import RetryPolicy
     from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-    from airflow_provider_lotimage.retry import RetryPolicy
 
     policy = RetryPolicy(max_attempts=8, base_delay=0.2, max_delay=2.0)
     _ = LotImageHook(spec["conn_id"], retry_policy=policy).transport  # imports done, limiter built

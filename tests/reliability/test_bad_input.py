@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_lotimage.api import MAX_PROMPT_LENGTH, REROLL_BUTTON
+from airflow_provider_lotimage.client.contract import MAX_PROMPT_LENGTH, REROLL_BUTTON
 
 from .conftest import POKE, LocalServer, assert_no_calls
 

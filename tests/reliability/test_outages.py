@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_lotimage import api
+from airflow_provider_lotimage.client import contract as api
+from airflow_provider_lotimage.client.retry import RetryPolicy
 from airflow_provider_lotimage.hooks import lotimage as lotimage_hook
-from airflow_provider_lotimage.retry import RetryPolicy
 
 from .conftest import POKE, assert_paid_calls
 from .relay import RefusingRelay

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from airflow_provider_lotimage.exceptions import StorageError
-from tests.unit.test_images import PictureServer, make_noise
+from tests.storage.test_images import PictureServer, make_noise
 
 from .conftest import remount
 

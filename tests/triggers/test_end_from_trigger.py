@@ -25,7 +25,8 @@ from airflow_provider_lotimage.exceptions import LotImageInputError
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.links import LotImagePictureLink
 from airflow_provider_lotimage.triggers import task_progress
-from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger, result_from_event
+from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger
+from airflow_provider_lotimage.utils.deferral import result_from_event
 
 PAST = 0.0  # first_poll_at in the past: read at once
 
@@ -232,7 +233,7 @@ def test_records_are_released_before_the_task_ends(
     """Below 3.3 the records are Variables, deleted through the comms; on 3.3 Airflow keeps them."""
     from airflow.models.variable import Variable
 
-    from airflow_provider_lotimage import task_state
+    from airflow_provider_lotimage.utils import task_state
 
     monkeypatch.setattr(task_state, "HAS_TASK_STATE_STORE", not variables)
     ti = _ti(f"run-{uuid.uuid4().hex}")

@@ -20,7 +20,7 @@ import pytest
 
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger
-from airflow_provider_lotimage.waiting import RESUME_MARGIN
+from airflow_provider_lotimage.utils.deferral import RESUME_MARGIN
 
 HOLD = 1.5
 

@@ -1,0 +1,251 @@
+"""The one answer to "done, failed, stalled, timed out, or keep waiting?".
+
+The sensor's ``poke``, the hook's blocking ``wait_for_task`` and the trigger's loop all feed
+their observations to a :class:`ProgressWatch`; only how they wait between observations differs.
+The watch holds the limits (the overall timeout, the stall timeout, the first-poll hold after a
+deferral) and what was seen; when to read next is :mod:`.schedule`'s arithmetic on what was seen.
+The watch is plain data (:meth:`ProgressWatch.to_dict` / :meth:`ProgressWatch.from_dict`), so it
+survives a sensor's reschedule and a trigger's serialisation.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from airflow_provider_lotimage.client.contract import TaskProgress
+from airflow_provider_lotimage.client.schedule import adaptive_delay
+from airflow_provider_lotimage.exceptions import (
+    LotImageError,
+    TaskStalledError,
+    TaskTimeoutError,
+    TransientError,
+)
+
+#: Default seconds without any progress before a task counts as stalled. Generous, because a task
+#: queued behind the key's running tasks legitimately shows 0 % for minutes.
+DEFAULT_STALL_TIMEOUT = 900.0
+
+@dataclass
+class ProgressWatch:
+    """Tracks one LotImage task across polls."""
+
+    task_id: str
+    started_at: float
+    last_change_at: float
+    timeout: float | None = None
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT
+    last_progress: int = -1
+    last_error: str | None = None
+    #: Epoch seconds before which no progress is read (so no event yielded) after a deferral;
+    #: ``None``: no such limit (why: ``utils.deferral.default_first_poll_delay``).
+    first_poll_at: float | None = None
+    #: Whether the last observation changed the progress (for "log as it moves").
+    moved: bool = False
+    #: The task's kind (:mod:`.schedule`: ``KIND_IMAGINE``, ``kind_of_button``): the first read's prior.
+    kind: str | None = None
+    #: Whether :meth:`next_poll_in` adapts to the task (False: every ``poll_interval``).
+    adaptive: bool = True
+    #: Epoch seconds of the last read, answered or not (``None``: no read yet).
+    last_read_at: float | None = None
+    #: Epoch seconds of the last read that saw 0 %: the task had not moved yet then, so the
+    #: progress rate is measured from there (``None``: from :attr:`started_at`).
+    zero_seen_at: float | None = None
+
+    @classmethod
+    def start(
+        cls,
+        task_id: str,
+        *,
+        timeout: float | None = None,
+        stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+        kind: str | None = None,
+        adaptive: bool = True,
+    ) -> ProgressWatch:
+        """Begin watching a task now.
+
+        :param task_id: the LotImage taskId.
+        :param timeout: seconds the whole wait may take (``None``: no limit).
+        :param stall_timeout: seconds without progress after which the task counts as stalled.
+        :param kind: the task's kind, for the first read's prior (``None``: unknown).
+        :param adaptive: whether reads follow the task (False: every ``poll_interval``).
+        """
+        now = time.time()
+        return cls(
+            task_id=task_id,
+            started_at=now,
+            last_change_at=now,
+            timeout=timeout,
+            stall_timeout=stall_timeout,
+            kind=kind,
+            adaptive=adaptive,
+        )
+
+    @classmethod
+    def resume(
+        cls,
+        task_id: str,
+        *,
+        started_at: float,
+        end_time: float | None = None,
+        stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+        first_poll_at: float | None = None,
+        now: float | None = None,
+        kind: str | None = None,
+        adaptive: bool = True,
+    ) -> ProgressWatch:
+        """Pick up a wait that began at ``started_at``, as a (re)started trigger does.
+
+        The overall timeout keeps counting from ``started_at`` (``end_time`` is absolute), so a
+        triggerer restart does not reset it. The stall clock starts at the first read instead:
+        neither the time a restarted triggerer took to come back nor the wait for
+        ``first_poll_at`` is a stall of the LotImage task.
+
+        :param task_id: the LotImage taskId.
+        :param started_at: epoch seconds when the wait began.
+        :param end_time: epoch seconds when the wait times out (``None``: never).
+        :param stall_timeout: seconds without progress after which the task counts as stalled.
+        :param first_poll_at: epoch seconds before which progress is not read (``None``: at once).
+        :param kind: the task's kind, for the first read's prior (``None``: unknown).
+        :param adaptive: whether reads follow the task (False: every ``poll_interval``).
+        """
+        now = time.time() if now is None else now
+        timeout = None if end_time is None else max(0.0, end_time - started_at)
+        return cls(
+            task_id=task_id,
+            started_at=started_at,
+            last_change_at=max(now, first_poll_at or now),
+            timeout=timeout,
+            stall_timeout=stall_timeout,
+            first_poll_at=first_poll_at,
+            kind=kind,
+            adaptive=adaptive,
+        )
+
+    def observe(self, progress: TaskProgress, now: float | None = None) -> bool:
+        """Record one answer. True when the task is finished; raises when waiting must stop.
+
+        Returns whether the progress moved through :attr:`moved`; failed tasks never get here,
+        because the parser raises :class:`~airflow_provider_lotimage.exceptions.TaskFailedError`.
+        """
+        now = time.time() if now is None else now
+        self._record_read(progress.progress, now)
+        self.moved = progress.progress != self.last_progress
+        if self.moved:
+            self.last_progress = progress.progress
+            self.last_change_at = now
+        self.last_error = None
+        if progress.is_finished:
+            return True
+        self._check_limits(now)
+        return False
+
+    def observe_error(self, error: LotImageError, now: float | None = None) -> None:
+        """Record a transient failure to read progress; it counts as no progress."""
+        now = time.time() if now is None else now
+        self.last_read_at = now
+        self.last_error = str(error)
+        self.moved = False
+        self._check_limits(now)
+
+    def _record_read(self, progress: int, now: float) -> None:
+        """Remember when this read was made, and whether the task still showed 0 % then."""
+        self.last_read_at = now
+        if progress <= 0:
+            self.zero_seen_at = now
+
+    def step(self, outcome: TaskProgress | TransientError, now: float | None = None) -> TaskProgress | None:
+        """One poll's outcome in, the finished task out (or None to keep waiting)."""
+        if isinstance(outcome, TransientError):
+            self.observe_error(outcome, now)
+            return None
+        return outcome if self.observe(outcome, now) else None
+
+    def first_poll_in(self, now: float | None = None) -> float:
+        """Seconds to wait before the first read: until :attr:`first_poll_at`, or 0 without it.
+
+        Not cut short by the overall timeout: an event before ``first_poll_at``, a timeout event
+        included, is what the wait is there to prevent.
+        """
+        if self.first_poll_at is None:
+            return 0.0
+        now = time.time() if now is None else now
+        return max(0.0, self.first_poll_at - now)
+
+    def next_poll_in(self, poll_interval: float, *, jitter: float = 0.0, now: float | None = None) -> float:
+        """Seconds to sleep before the next poll.
+
+        Adaptive (the default), the read comes when there is likely something new to see (see
+        :func:`.schedule.adaptive_delay`), within :data:`.schedule.MIN_POLL_GAP` and ``poll_interval``
+        times :data:`.schedule.MAX_POLL_FACTOR`, and no later than the stall deadline; otherwise every
+        ``poll_interval``. ``jitter`` spreads the sleep by up to that fraction, so triggers started
+        together do not read together: adaptive, only later (a read before a predicted end is
+        wasted), or earlier at the upper bound, never past the bounds. Never past the overall
+        timeout, so a timeout is reported on time; never before :attr:`first_poll_at`, for the
+        reason given in ``utils.deferral.default_first_poll_delay``.
+        """
+        now = time.time() if now is None else now
+        spread = random.uniform(-jitter, jitter)
+        if self.adaptive:
+            delay = adaptive_delay(self, poll_interval, now, abs(spread))
+        else:
+            delay = poll_interval * (1.0 + spread)
+        left = self.seconds_left(now)
+        if left is not None:
+            delay = max(0.0, min(delay, left))
+        return max(delay, self.first_poll_in(now))
+
+    def read_due(self, poll_interval: float, now: float | None = None) -> bool:
+        """Whether a caller that wakes on its own cadence (a sensor's poke) should read now.
+
+        The first read is always due (after :attr:`first_poll_at`); later ones when the schedule
+        :meth:`next_poll_in` made right after the last read says so (without jitter: a poke
+        cadence spreads reads already). A stall or timeout deadline makes a read due too, so
+        they are still reported, at the first poke after the deadline.
+        """
+        now = time.time() if now is None else now
+        if self.first_poll_in(now) > 0:
+            return False
+        if self.last_read_at is None:
+            return True
+        if not self.adaptive:
+            return now >= self.last_read_at + poll_interval
+        due = self.last_read_at + adaptive_delay(self, poll_interval, self.last_read_at)
+        left = self.seconds_left(self.last_read_at)
+        return now >= (due if left is None else min(due, self.last_read_at + left))
+
+    def seconds_left(self, now: float | None = None) -> float | None:
+        """Seconds until the overall timeout, or None without one."""
+        if self.timeout is None:
+            return None
+        now = time.time() if now is None else now
+        return max(0.0, self.started_at + self.timeout - now)
+
+    def _check_limits(self, now: float) -> None:
+        suffix = f"; last error: {self.last_error}" if self.last_error else ""
+        if self.timeout is not None and now - self.started_at >= self.timeout:
+            raise TaskTimeoutError(
+                f"LotImage task did not finish within {self.timeout:g} s "
+                f"(last progress {max(self.last_progress, 0)}%){suffix}",
+                task_id=self.task_id,
+            )
+        if self.stall_timeout is not None and now - self.last_change_at >= self.stall_timeout:
+            raise TaskStalledError(
+                f"LotImage task stalled at {max(self.last_progress, 0)}%: no progress for "
+                f"{now - self.last_change_at:.0f} s (stall timeout {self.stall_timeout:g} s){suffix}",
+                task_id=self.task_id,
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the watch as plain data for task state or a trigger, without the transient ``moved``."""
+        data = asdict(self)
+        data.pop("moved", None)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProgressWatch:
+        """Rebuild a watch from :meth:`to_dict`'s output, ignoring keys that are not fields."""
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "moved"}
+        return cls(**fields)

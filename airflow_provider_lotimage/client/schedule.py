@@ -1,0 +1,149 @@
+"""When to read a task's progress next: the adaptive schedule, pure arithmetic on what was seen.
+
+Every read spends one of the key's 3 calls a second, and on a trial key one of its 10 calls a day,
+so the adaptive schedule reads when there is likely something new to see: at the end predicted
+from the task's kind (before any progress is seen) or from its progress rate, rarely while it is
+queued at 0 %, less and less often while it does not move. Its bounds: never sooner than
+:data:`MIN_POLL_GAP` after the previous read, never later than ``poll_interval`` times
+:data:`MAX_POLL_FACTOR`, and a read is always made in time to report a stall.
+
+The functions take the observations of a :class:`~.progress.ProgressWatch` and the time; they
+read no clock (the watch does), so the schedule can be checked second by second.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+from airflow_provider_lotimage.client.contract import UPSCALE_BUTTONS
+
+#: The kind of a task made by ``imagine``.
+KIND_IMAGINE = "imagine"
+#: The kind of a task made by a grid-making button: ``V1``..``V4``, reroll, zoom and vary.
+KIND_VARIATION = "variation"
+#: The kind of a task made by ``U1``..``U4``: a single picture.
+KIND_UPSCALE = "upscale"
+
+#: Typical seconds from submission to the end of a task of each kind, the prior for the first read
+#: when no progress has been seen. They are the emulator's durations (``imagine_seconds``,
+#: ``variation_seconds``, ``upscale_seconds`` at ``time_scale`` 1), which sit inside the ranges of
+#: the contract's task lifecycle for Midjourney fast mode: a grid (imagine, variations, reroll,
+#: zoom, vary) 30-90 s, an upscale 5-20 s. A faster service, or an emulator with ``time_scale`` < 1,
+#: only makes the first read come later than needed, within :data:`MAX_POLL_FACTOR`.
+TYPICAL_SECONDS: dict[str, float] = {KIND_IMAGINE: 45.0, KIND_VARIATION: 45.0, KIND_UPSCALE: 10.0}
+
+#: The adaptive schedule never waits longer than ``poll_interval`` times this between reads. The
+#: caller's ``poll_interval`` says how stale an answer may be; three times it (30 s at the default
+#: 10 s) reads a task queued at 0 % a third as often as the fixed schedule, and reports a finish
+#: after a wrong prediction at most that late. It meets the target of the batch mix (one grid to
+#: four upscales: 1.2 reads a task, against 3.6 with fixed polling): an upscale takes one read, a
+#: grid two (one to learn the rate, one at the predicted end). A factor of 5 or more would save
+#: the grid's first read at the default interval, but let a queued or mispredicted task finish
+#: unnoticed for 50 s or more, longer than a whole grid.
+MAX_POLL_FACTOR = 3.0
+
+#: Seconds the adaptive schedule leaves at least between two reads of one task: the task's fair
+#: share of the key. The contract allows 3 calls a second per key, and a key runs about 3 tasks at
+#: once, so a task read more often than once a second takes the budget of the key's other tasks
+#: and of its submissions (and draws 429s). A ``poll_interval`` below it is kept as given: the
+#: adaptive schedule never reads more often than the fixed one it replaces.
+MIN_POLL_GAP = 1.0
+
+#: Fraction of the predicted duration added to a predicted end before reading. Progress comes in
+#: steps (15, 31, 46 ... 93, 100: about a seventh of the run each), so the shown progress lags the
+#: true one by up to a step whatever the percentage, and the predicted end is early by up to a
+#: step's time; a read a tenth of the run after it mostly finds the task finished, not at 93 %.
+#: (Simulated over the contract's duration ranges, 0.1 costs about 15 % fewer reads than no
+#: margin for about 1 s more lag; a margin on the remaining time alone saves only half as many.)
+FINISH_MARGIN = 0.1
+
+
+def kind_of_button(button: str) -> str:
+    """Return the kind of task pressing ``button`` makes, for its first read's prior.
+
+    ``U1``..``U4`` upscale one picture; every other button of the contract (``V1``..``V4``,
+    reroll, zoom, vary) makes a new grid, so an unknown label counts as a grid too.
+    """
+    return KIND_UPSCALE if button.strip() in UPSCALE_BUTTONS else KIND_VARIATION
+
+
+def typical_seconds(kind: str | None) -> float | None:
+    """Return the prior duration of a task of ``kind`` (:data:`TYPICAL_SECONDS`), None if unknown."""
+    return TYPICAL_SECONDS.get(kind) if kind is not None else None
+
+
+class Observations(Protocol):
+    """What the schedule knows of a task: the fields of a :class:`~.progress.ProgressWatch`."""
+
+    started_at: float
+    last_change_at: float
+    last_progress: int
+    last_read_at: float | None
+    zero_seen_at: float | None
+    kind: str | None
+    stall_timeout: float | None
+
+
+def adaptive_delay(seen: Observations, poll_interval: float, now: float, spread: float = 0.0) -> float:
+    """Seconds from ``now`` to the wanted read, spread by the fraction ``spread``, within the bounds.
+
+    The wanted read (:func:`wanted_at`) is spread only later, or earlier at the upper bound (a read
+    before a predicted end is wasted), kept within :func:`gap_bounds`, and never past the stall
+    deadline, so a stall is reported on time.
+    """
+    low, high = gap_bounds(seen, poll_interval, now)
+    delay = min(max(wanted_at(seen, poll_interval, now) - now, low), high)
+    delay *= 1.0 - spread if delay >= high else 1.0 + spread
+    delay = min(max(delay, low), high)
+    if seen.stall_timeout is not None:
+        delay = min(delay, max(0.0, seen.last_change_at + seen.stall_timeout - now))
+    return delay
+
+
+def gap_bounds(seen: Observations, poll_interval: float, now: float) -> tuple[float, float]:
+    """Return the shortest and the longest sleep from ``now``.
+
+    The shortest keeps the fair-share gap (:data:`MIN_POLL_GAP`, or ``poll_interval`` when
+    shorter, as the fixed schedule would read) after the last read; the longest is
+    ``poll_interval`` times :data:`MAX_POLL_FACTOR`.
+    """
+    high = max(0.0, poll_interval * MAX_POLL_FACTOR)
+    if seen.last_read_at is None:
+        return 0.0, high
+    low = max(0.0, seen.last_read_at + min(MIN_POLL_GAP, poll_interval) - now)
+    return min(low, high), high
+
+
+def wanted_at(seen: Observations, poll_interval: float, now: float) -> float:
+    """When (epoch seconds) a read is likely to find something new, before the bounds.
+
+    Before any progress: the end expected from the kind's prior; without a kind, nothing is
+    known, so the fixed schedule's next read. ``math.inf`` means "as late as the bounds
+    allow": a task that still showed 0 % past half its typical duration (a running task shows
+    its first step after about a seventh; ``poll_interval`` stands in for an unknown kind's)
+    is queued behind the key's other tasks.
+    """
+    if seen.last_progress > 0:
+        return moving_wanted_at(seen, now)
+    prior = typical_seconds(seen.kind)
+    if seen.last_read_at is not None and seen.last_read_at >= seen.started_at + (prior or poll_interval) / 2:
+        return math.inf
+    return now + poll_interval if prior is None else seen.started_at + prior * (1.0 + FINISH_MARGIN)
+
+
+def moving_wanted_at(seen: Observations, now: float) -> float:
+    """Return the predicted end of a task that has moved, or later while it stands still.
+
+    The rate is the progress over the time since the task was last seen at 0 % (or since
+    submission): a long base evens out the steps progress comes in. A task that did not move
+    at the last read backs off: it waits at least as long as it has stood still, so a stalled
+    task is read less and less often (its stall deadline still gets a read).
+    """
+    since = seen.started_at if seen.zero_seen_at is None else seen.zero_seen_at
+    elapsed = seen.last_change_at - since
+    if elapsed <= 0:
+        return math.inf
+    total = elapsed * 100.0 / seen.last_progress
+    predicted_end = since + total * (1.0 + FINISH_MARGIN)
+    return max(predicted_end, now + (now - seen.last_change_at))
