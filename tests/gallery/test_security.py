@@ -125,21 +125,21 @@ def xcom_set_by(client: Any, dag_id: str, run_id: str, task_id: str, key: str, v
 
 # ------------------------------------------------------------------- 1. symlinks, verified bytes
 def test_a_sidecar_swapped_for_a_symlink_after_the_page_was_viewed_is_not_served(
-    client_for: Callable[..., Any], local_runs: Runs
+    client_for: Callable[..., Any], local_runs: Runs, tmp_path: Path
 ) -> None:
     reader = client_for("reader")
     run_id = local_runs.run(A)
     target = sidecar(pictures(reader, A, run_id)[0])
     assert reader.get(run_url(A, run_id, "file", path=target)).status_code == 200  # viewed: cached
-    environ = Path("/proc/self/environ").read_bytes()
-    assert b"PATH=" in environ  # what the attacker is after is there to be had
+    secrets = tmp_path / "api-server.env"  # what the attacker is after: a file the server can read
+    secrets.write_bytes(b"AIRFLOW__API_AUTH__JWT_SECRET=not-for-readers\n")
     os_path(target).unlink()
-    os_path(target).symlink_to("/proc/self/environ")
+    os_path(target).symlink_to(secrets)
 
     answer = reader.get(run_url(A, run_id, "file", path=target))
 
     assert answer.status_code == 404
-    assert b"PATH=" not in answer.content
+    assert b"not-for-readers" not in answer.content
     assert target not in [card["path"] for card in cards(reader.get(run_url(A, run_id)).text)]
 
 
