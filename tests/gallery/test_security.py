@@ -131,15 +131,16 @@ def test_a_sidecar_swapped_for_a_symlink_after_the_page_was_viewed_is_not_served
     run_id = local_runs.run(A)
     target = sidecar(pictures(reader, A, run_id)[0])
     assert reader.get(run_url(A, run_id, "file", path=target)).status_code == 200  # viewed: cached
-    secrets = tmp_path / "api-server.env"  # what the attacker is after: a file the server can read
+    secrets = tmp_path / "api-server.env"  # what the attacker is after: files the server can read
     secrets.write_bytes(b"AIRFLOW__API_AUTH__JWT_SECRET=not-for-readers\n")
-    os_path(target).unlink()
-    os_path(target).symlink_to(secrets)
+    for link_to in (secrets, Path("/proc/self/environ")):
+        os_path(target).unlink()
+        os_path(target).symlink_to(link_to)
 
-    answer = reader.get(run_url(A, run_id, "file", path=target))
+        answer = reader.get(run_url(A, run_id, "file", path=target))
 
-    assert answer.status_code == 404
-    assert b"not-for-readers" not in answer.content
+        assert answer.status_code == 404, link_to
+        assert b"not-for-readers" not in answer.content and b"AIRFLOW__" not in answer.content
     assert target not in [card["path"] for card in cards(reader.get(run_url(A, run_id)).text)]
 
 
