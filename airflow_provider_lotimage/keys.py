@@ -24,6 +24,13 @@ RETURN_VALUE_XCOM_KEY: Final = "return_value"
 #: A task instance's claim on the run's paid-task budget (an XCom), and its own record of it
 #: (a task-state key): see :mod:`airflow_provider_lotimage.utils.budget`.
 PAID_TASKS_KEY: Final = "lotimage_paid_tasks"
+#: Why a LotImage task instance failed, pushed as it fails (``{"error", "reason", "final"}``): a
+#: batch reports the failures of its prompts from these (:mod:`airflow_provider_lotimage.batch`).
+FAILURE_XCOM_KEY: Final = "lotimage_failure"
+#: One prompt's line of a batch report, pushed by the prompt's save whether it succeeds or fails.
+PROMPT_REPORT_XCOM_KEY: Final = "lotimage_prompt_report"
+#: A whole batch report, pushed by the batch's report task: what the gallery shows beside a run.
+BATCH_REPORT_XCOM_KEY: Final = "lotimage_batch_report"
 
 # -- task-state records (below Airflow 3.3: Variables named by variable_name) --------------------
 

@@ -9,9 +9,14 @@ Why it is built this way:
   batch folder is left out (param ``skip_stored``, default true), so running the batch again, for
   example after some prompts failed, renders only what is missing. The match is on the prompt
   text the service reported back; a prompt it rewrote is rendered again.
-* **Dynamic task mapping**: one ``imagine`` per prompt, then ``upscale`` mapped over the cross
-  product grids x ``U1``..``U4``. Each mapped task retries on its own, and its taskId is kept in
-  the task state store, so a retry reconnects to the task already paid for instead of paying again.
+* **One prompt's failure costs only that prompt**: ``lotimage_batch`` maps a task group over the
+  prompts, each with its grid (``batch.imagine``), its four upscales (``batch.U1`` .. ``batch.U4``)
+  and its save (``batch.save``, run after failures too). A prompt the service rejects, fails or
+  stalls ends its own group instance; every other prompt is upscaled and stored in the same run.
+  ``batch_report`` then writes the batch report (log, XCom, ``batch-report.<run>.json`` beside the
+  pictures, the gallery) and fails the run if more prompts failed than ``$LOTIMAGE_MAX_FAILED_PROMPTS``
+  (default 0) allows. To rerun only the failed prompts, clear the run's failed tasks ("Only
+  failed"): each paid task keeps its taskId, so a retry reconnects instead of paying again.
 * **Deferrable** waits: hundreds of renders hold no worker slot.
 * **Pool**: every LotImage task runs in the pool ``$LOTIMAGE_POOL`` (default ``lotimage``). Create
   it once, counting deferred tasks, with about twice as many slots as the key renders at once (3):
@@ -22,12 +27,13 @@ Why it is built this way:
 
   Without ``--include-deferred`` the pool caps only the submissions running in workers. The rate
   of calls is bounded separately by the hook's limiter.
-* **Storage**: one task stores every grid once all grids exist, another every upscale (CDN links
-  expire after about a day), into ``$LOTIMAGE_OUTPUT_DIR/batch`` (default ``./output/batch``).
-  Saving is idempotent: pictures already stored are neither downloaded nor rewritten, so a retry
-  of a save fetches only what is missing.
+* **Storage**: each prompt's save stores its grid and upscales as soon as they exist (CDN links
+  expire after about a day; an expired one is renewed once), into ``$LOTIMAGE_OUTPUT_DIR/batch``
+  (default ``./output/batch``). Saving is idempotent: pictures already stored are neither
+  downloaded nor rewritten, so a rerun fetches only what is missing.
 
-Poll interval: ``$LOTIMAGE_POLL_INTERVAL`` seconds (default 10).
+Poll interval: ``$LOTIMAGE_POLL_INTERVAL`` seconds (default 10); seconds without progress before a
+task counts as stalled: ``$LOTIMAGE_STALL_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -42,14 +48,16 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, task
 
-from airflow_provider_lotimage.operators.button import ButtonOperator
-from airflow_provider_lotimage.operators.imagine import ImagineOperator
-from airflow_provider_lotimage.operators.save_images import SaveImagesOperator
+from airflow_provider_lotimage.batch import lotimage_batch
+from airflow_provider_lotimage.client.progress import DEFAULT_STALL_TIMEOUT
 
 OUTPUT_DIR = Path(os.environ.get("LOTIMAGE_OUTPUT_DIR", "output")).resolve()
 BATCH_DIR = OUTPUT_DIR / "batch"
 POLL_INTERVAL = float(os.environ.get("LOTIMAGE_POLL_INTERVAL", "10"))
 POOL = os.environ.get("LOTIMAGE_POOL", "lotimage")
+STALL_TIMEOUT = float(os.environ.get("LOTIMAGE_STALL_TIMEOUT", DEFAULT_STALL_TIMEOUT))
+#: Failed prompts the run still succeeds with (their pictures are missing; the report lists them).
+MAX_FAILED_PROMPTS = int(os.environ.get("LOTIMAGE_MAX_FAILED_PROMPTS", "0"))
 PROMPTS_FILE = Path(__file__).resolve().parent / "prompts" / "batch_prompts.txt"
 UPSCALE_BUTTONS = ["U1", "U2", "U3", "U4"]
 #: A guard against paying for a runaway list (each prompt costs 1 imagine + 4 upscales).
@@ -126,32 +134,16 @@ with DAG(
             prompts = [prompt for prompt in prompts if prompt not in done]
         return prompts
 
-    imagine = ImagineOperator.partial(
-        task_id="imagine",
-        wait_for_completion=True,
+    # One mapped task group per prompt (its grid, its four upscales, its save), then the report:
+    # a prompt the service rejects, fails or stalls costs only itself (airflow_provider_lotimage.batch).
+    lotimage_batch(
+        prompts=load_prompts(),
+        destination=BATCH_DIR.as_uri(),
+        buttons=UPSCALE_BUTTONS,
+        max_failed_prompts=MAX_FAILED_PROMPTS,
         deferrable=True,
         poll_interval=POLL_INTERVAL,
         timeout=30 * 60,
+        stall_timeout=STALL_TIMEOUT,
         pool=POOL,
-        map_index_template="{{ task.prompt | truncate(60) }}",  # the UI column holds 250 characters
-    ).expand(prompt=load_prompts())
-
-    # The whole result dict is passed, so each button is checked against those the grid offers.
-    upscale = ButtonOperator.partial(
-        task_id="upscale",
-        wait_for_completion=True,
-        deferrable=True,
-        poll_interval=POLL_INTERVAL,
-        timeout=30 * 60,
-        pool=POOL,
-        map_index_template="{{ task.button }} of {{ task.lotimage_task_id['lotimage_task_id'] }}",
-    ).expand(lotimage_task_id=imagine.output, button=UPSCALE_BUTTONS)
-
-    # One save task per kind, over the whole list: a mapped save would wait for the same upstream
-    # tasks anyway, and one task downloading 24 pictures costs a worker far less than 24 tasks.
-    save_grids = SaveImagesOperator(
-        task_id="save_grids", result=imagine.output, destination=BATCH_DIR.as_uri()
-    )
-    save_upscales = SaveImagesOperator(
-        task_id="save_upscales", result=upscale.output, destination=BATCH_DIR.as_uri()
     )

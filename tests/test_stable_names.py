@@ -170,6 +170,11 @@ def test_the_keys_of_xcoms_records_and_the_dag_param() -> None:
         "lotimage_task",
         "lotimage_progress_watch",
     )
+    assert (keys.FAILURE_XCOM_KEY, keys.PROMPT_REPORT_XCOM_KEY, keys.BATCH_REPORT_XCOM_KEY) == (
+        "lotimage_failure",
+        "lotimage_prompt_report",
+        "lotimage_batch_report",
+    )
     assert LotImageSubmitOperator.external_id_key == "lotimage_task"
     assert keys.BUDGET_PARAM == "max_paid_tasks_per_run"
 

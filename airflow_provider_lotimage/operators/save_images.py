@@ -9,6 +9,9 @@ Decisions, and why:
 
 * **Names, idempotency, atomic writes, storage failures**: how pictures and sidecars are named,
   written and committed is :mod:`airflow_provider_lotimage.storage.store`.
+* **Expired links renew themselves**: a picture link answering 403/410 (signed CDN links last
+  about a day) makes the operator read the task once for fresh links and download again; only
+  when the fresh link fails too does the task fail, with the advice to clear it.
 * **Asset**: the outlet is fixed at parse time, so a templated destination cannot name it. By
   default it is the destination's non-templated prefix, cut back to the last ``/``
   (``file:///data/{{ ds }}`` -> ``file:///data``); pass ``asset=`` to choose another.
@@ -29,13 +32,14 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_provider_lotimage.client.validation import require_text, validate_cutting, validate_task_id
-from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageInputError
+from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageError, LotImageInputError
 from airflow_provider_lotimage.keys import (
     EVENT_DESTINATION,
     EVENT_NEW_COUNT,
@@ -63,7 +67,25 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from pydantic import JsonValue
 
+    from airflow_provider_lotimage.hooks.lotimage import LotImageHook
+
 DEFAULT_CONN_ID = "lotimage_default"
+
+
+@dataclass
+class Stored:
+    """What one save stored: every picture's path (new or already there) and which were new."""
+
+    destination: str
+    paths: list[str] = field(default_factory=list)
+    new_paths: list[str] = field(default_factory=list)
+
+    def add(self, path: str, is_new: bool) -> None:
+        """Count ``path`` once, and as new if this save wrote it."""
+        if path not in self.paths:
+            self.paths.append(path)
+        if is_new and path not in self.new_paths:
+            self.new_paths.append(path)
 
 
 def _fixed_directory(destination: str) -> str:
@@ -198,11 +220,19 @@ def _download_context(task_id: str, index: int) -> Iterator[None]:
         message = f"could not store picture {index}: {err.message}"
         if err.http_status in EXPIRED_LINK_STATUSES:
             message += (
-                " In Airflow: read the task again for fresh links (clear the TaskProgressSensor that "
-                "produced this result together with its downstream tasks, or follow this taskId with "
-                "a new TaskProgressSensor), then save again; pictures already stored are kept."
+                " The fresh link read from LotImage failed too (or could not be read). In Airflow: "
+                "clear the task that produced this result together with its downstream tasks (it "
+                "reconnects to the paid task), then save again; pictures already stored are kept."
             )
         raise ImageDownloadError(message, http_status=err.http_status, task_id=task_id) from None
+
+
+def _url_of(result: Mapping[str, Any], index: int) -> str | None:
+    """Return the link of picture ``index`` of a result: 0 the grid, 1..4 its cut pictures."""
+    urls = result.get("image_urls") or []
+    if index == 0:
+        return result.get("image_url")
+    return urls[index - 1] if len(urls) == 4 else None
 
 
 class SaveImagesOperator(BaseOperator):
@@ -269,34 +299,38 @@ class SaveImagesOperator(BaseOperator):
         self.timeout = timeout
         self.asset = asset
         self._private_redirects = False
+        self._hook: LotImageHook | None = None
+        #: Fresh results read for tasks whose links expired: each task is read at most once.
+        self._renewed: dict[str, Mapping[str, Any] | None] = {}
 
     def execute(self, context: Context) -> list[str]:
         """Store every result's pictures, tell the asset event what was new, and return all paths."""
         with fail_fast(resubmits=False):  # bad input: no Airflow retry can fix it
             results = parse_results(self.result)
+        return self.store_results(context, results).paths
+
+    def store_results(self, context: Context, results: list[dict[str, Any]]) -> Stored:
+        """Store the pictures of validated ``results`` and tell the asset event what was new."""
+        with fail_fast(resubmits=False):
             destination = resolve_destination(self.destination)
         store = PictureStore(destination)
         store.sweep((result["lotimage_task_id"] for result in results), self.log)
-        paths: list[str] = []
-        new_paths: list[str] = []
+        stored = Stored(str(store.directory))
         with self._download_session() as session:
             for result in results:
                 for path, is_new in self._save_result(session, store, result):
-                    if path not in paths:
-                        paths.append(path)
-                    if is_new:
-                        new_paths.append(path)
-        unchanged = len(paths) - len(new_paths)
-        self.log.info("Stored %d new picture(s); %d were already stored", len(new_paths), unchanged)
+                    stored.add(path, is_new)
+        unchanged = len(stored.paths) - len(stored.new_paths)
+        self.log.info("Stored %d new picture(s); %d were already stored", len(stored.new_paths), unchanged)
         extra: dict[str, JsonValue] = {
-            EVENT_NEW_COUNT: len(new_paths),
+            EVENT_NEW_COUNT: len(stored.new_paths),
             EVENT_UNCHANGED_COUNT: unchanged,
-            EVENT_NEW_PATHS: list(new_paths),
+            EVENT_NEW_PATHS: list(stored.new_paths),
             EVENT_TASK_IDS: list(dict.fromkeys(r["lotimage_task_id"] for r in results)),
-            EVENT_DESTINATION: str(store.directory),
+            EVENT_DESTINATION: stored.destination,
         }
         context["outlet_events"][self.asset].extra = extra
-        return paths
+        return stored
 
     def _download_session(self) -> requests.Session:
         """Return the hook's download session (proxy/TLS from the connection, never the API key)."""
@@ -308,6 +342,7 @@ class SaveImagesOperator(BaseOperator):
         try:
             hook = LotImageHook(lotimage_conn_id=self.lotimage_conn_id)
             session = hook.get_download_session()
+            self._hook = hook  # reads fresh links when one expired
             # Redirects into a private network only where LotImage itself is (the emulator).
             self._private_redirects = not is_public_host(urlsplit(hook.settings.base_url).hostname)
             return session
@@ -348,21 +383,70 @@ class SaveImagesOperator(BaseOperator):
         found = store.stored(result["lotimage_task_id"], index)
         if found:
             return str(found[0]), False, None
+        used = [url]
 
         def fetch(sink: Callable[[bytes], object] | None) -> bytes:
-            with _download_context(result["lotimage_task_id"], index):
-                return fetch_picture(
-                    session,
-                    url,
-                    max_bytes=self.max_bytes,
-                    timeout=self.timeout,
-                    sink=sink,
-                    private_redirects=self._private_redirects,
-                )
+            return self._fetch(session, result, index, used, sink)
 
         path, data = store.download(result, index, fetch)
-        store.write_sidecar(result, index, data, path, source_url=url, split=False)
+        store.write_sidecar(result, index, data, path, source_url=used[-1], split=False)
         return path, True, data
+
+    def _fetch(
+        self,
+        session: requests.Session,
+        result: Mapping[str, Any],
+        index: int,
+        used: list[str],
+        sink: Callable[[bytes], object] | None = None,
+    ) -> bytes:
+        """Download picture ``index`` from ``used[-1]``; on an expired link, once from a fresh one.
+
+        An expired link is answered before any byte of a picture, so ``sink`` has received nothing
+        when the fresh link is tried; the link finally used is appended to ``used``.
+        """
+        task_id = result["lotimage_task_id"]
+        with _download_context(task_id, index):
+            try:
+                return self._download(session, used[-1], sink)
+            except ImageDownloadError as err:
+                fresh = self._fresh_url(err, result, index)
+                if fresh is None:
+                    raise
+                self.log.info(
+                    "Picture %d of LotImage task %s: its link expired (HTTP %s); downloading it "
+                    "from a fresh link",
+                    index,
+                    task_id,
+                    err.http_status,
+                )
+                used.append(fresh)
+                return self._download(session, fresh, sink)
+
+    def _download(self, session: requests.Session, url: str, sink: Callable[[bytes], object] | None) -> bytes:
+        return fetch_picture(
+            session,
+            url,
+            max_bytes=self.max_bytes,
+            timeout=self.timeout,
+            sink=sink,
+            private_redirects=self._private_redirects,
+        )
+
+    def _fresh_url(self, err: ImageDownloadError, result: Mapping[str, Any], index: int) -> str | None:
+        """Return a fresh link for an expired one, reading the task at most once; else ``None``."""
+        task_id = result["lotimage_task_id"]
+        if err.http_status not in EXPIRED_LINK_STATUSES or self._hook is None:
+            return None
+        if task_id not in self._renewed:
+            self._renewed[task_id] = None
+            try:
+                self._renewed[task_id] = self._hook.get_task_progress(task_id).to_result()
+            except LotImageError as read_error:
+                self.log.warning("Could not read LotImage task %s for fresh links: %s", task_id, read_error)
+        fresh = self._renewed[task_id]
+        url = _url_of(fresh, index) if fresh is not None else None
+        return url if _is_http_url(url) else None
 
     def _save_quadrants(
         self, session: requests.Session, store: PictureStore, result: Mapping[str, Any], grid: bytes | None
@@ -380,14 +464,7 @@ class SaveImagesOperator(BaseOperator):
                 if grid is None:
                     grid = self._stored_grid(store, task_id)
                 if grid is None:
-                    with _download_context(task_id, 0):
-                        grid = fetch_picture(
-                            session,
-                            result["image_url"],
-                            max_bytes=self.max_bytes,
-                            timeout=self.timeout,
-                            private_redirects=self._private_redirects,
-                        )
+                    grid = self._fetch(session, result, 0, [result["image_url"]])
                 pictures = split_grid(grid)
             data = pictures[index - 1]
             path = store.write_picture(result, index, data)

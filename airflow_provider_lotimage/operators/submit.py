@@ -24,6 +24,10 @@ the operator asks :class:`~.submission.PaidSubmission` before each paid call.
 Airflow retries, saying when the quota resets (00:00 UTC); nothing was paid. A task whose paid task
 cannot be *read* for the same reason fails the same way, keeping its taskId: cleared after the
 reset, it reconnects to the paid task without paying again.
+
+**Failures as data**: a task that fails first pushes why (XCom ``lotimage_failure``: the error's
+class and the service's reason), so a batch reports each failed prompt with its reason
+(:mod:`airflow_provider_lotimage.batch`).
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ from airflow_provider_lotimage.utils.deferral import (
     hold_seconds,
     result_from_event,
 )
-from airflow_provider_lotimage.utils.failures import fail_fast
+from airflow_provider_lotimage.utils.failures import fail_fast, recorded_failure
 from airflow_provider_lotimage.utils.secrets import validate_webhook
 from airflow_provider_lotimage.utils.task_state import ResumableJobMixin, release
 from airflow_provider_lotimage.utils.templating import NOT_YET, parse_time_value
@@ -177,7 +181,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
 
     def execute(self, context: Context) -> Any:
         """Check the input, then submit (or reconnect to) the paid task and return or wait."""
-        with fail_fast(resubmits=True):
+        with recorded_failure(context), fail_fast(resubmits=True):
             self._budget = run_budget(context, LotImageSubmitOperator)
             if self._budget is not None:
                 # Airflow deleted this task instance's XComs as the try started: claim again at once.
@@ -189,7 +193,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: validate its event, then return the result dict."""
-        with fail_fast(resubmits=True):
+        with recorded_failure(context), fail_fast(resubmits=True):
             self._budget = run_budget(context, LotImageSubmitOperator)
             task_id = event.get("lotimage_task_id") if isinstance(event, dict) else None
             with abandoned_on_failure(context, self.external_id_key), paid_task_unreadable(task_id):

@@ -84,6 +84,15 @@ def sidecar_name(task_id: str, index: int) -> str:
     return f"{picture_stem(task_id, index)}.json"
 
 
+def report_name(run_id: str) -> str:
+    """Return the name of a batch run's report beside its pictures.
+
+    The dot after ``batch-report`` keeps it apart from every picture and sidecar name, whose stems
+    hold no dot, so nothing that reads pictures or sidecars mistakes it for one.
+    """
+    return f"batch-report.{safe_task_id(run_id)}.json"
+
+
 def temp_name(name: str) -> str:
     """Return a hidden, unique temporary name for ``name`` in the same folder (see :data:`TEMP_NAME`)."""
     return f".{name}.part-{secrets.token_hex(6)}"

@@ -262,6 +262,13 @@ class PictureStore:
         self._publish(name, data, action)
         return str(_inside(self.directory, name))
 
+    def write_report(self, name: str, data: bytes) -> str:
+        """Write a batch report (:func:`~.layout.report_name`) atomically, as pictures are written."""
+        action = f"write the batch report {name} to"
+        self._prepare(action)
+        self._publish(name, data, action)
+        return str(_inside(self.directory, name))
+
     def write_sidecar(
         self,
         result: Mapping[str, Any],

@@ -16,6 +16,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import pytest
 from lotimage_emulator import render
@@ -77,8 +78,9 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
 
 
 def sidecars(folder: Path) -> dict[str, dict[str, Any]]:
-    """The sidecars of ``folder`` by picture file name."""
-    metas = [json.loads(path.read_text(encoding="utf-8")) for path in sorted(folder.glob("*.json"))]
+    """The sidecars of ``folder`` by picture file name (the batch report beside them left out)."""
+    paths = [path for path in sorted(folder.glob("*.json")) if not path.name.startswith("batch-report.")]
+    metas = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
     return {meta["file"]: meta for meta in metas}
 
 
@@ -166,7 +168,8 @@ def test_batch_dag_stores_every_grid_and_upscale_once(
     prompts = file_prompts()
     assert len(prompts) == 8
     dag = load_example("example_lotimage_batch")
-    assert {dag.get_task(t).pool for t in ("imagine", "upscale")} == {"lotimage"}
+    paid_steps = ("batch.imagine", "batch.U1", "batch.U2", "batch.U3", "batch.U4")
+    assert {dag.get_task(t).pool for t in paid_steps} == {"lotimage"}
 
     run = dag.test()
     assert run.state == "success"
@@ -220,8 +223,14 @@ def test_batch_dag_stores_every_grid_and_upscale_once(
     again = dag.test()
     assert again.state == "success"
     assert again.run_id != run.run_id
-    assert task_states(dag.dag_id, again.run_id, "imagine") == ["skipped"]
-    assert snapshot(output_dir) == before
+    assert task_states(dag.dag_id, again.run_id, "batch.imagine") == ["skipped"]
+    # Only the rerun's own report (nothing to render) is new beside the pictures.
+    from airflow_provider_lotimage.storage.layout import report_name
+
+    written = snapshot(output_dir)
+    assert written.pop(f"batch/{report_name(again.run_id)}")
+    assert written == before
+    assert batch_report_file(output_dir / "batch", again.run_id)["prompts"] == 0
     after = emulator.stats()
     assert after["submissions"] == {"imagine": 8, "button": 32}
     assert after["events"]["image_requests"] == 40
@@ -244,6 +253,160 @@ def test_batch_dag_prompts_param_replaces_the_file(
     assert emulator.stats()["submissions"] == {"imagine": 1, "button": 4}
     assert {task["prompt"] for task in emulator.tasks()} == {"A red kite over a windy beach"}
     assert len(sidecars(output_dir / "batch")) == 5
+
+
+# -- a batch whose prompts fail -------------------------------------------------------------------
+
+#: Six prompts: the emulator rejects the second at submission (a banned word), fails the third while
+#: rendering and stalls the fourth; the other three must come out whole.
+FAULTY_PROMPTS = [
+    "A red kite over a windy beach",
+    "An nsfw owl in a library",
+    "A lighthouse in a storm, oil painting",
+    "A castle made of glass at dawn",
+    "A fox reading a newspaper",
+    "A tram in the rain at night",
+]
+REJECTED, FAILED, STALLED = 1, 2, 3
+HEALTHY = (0, 4, 5)
+
+
+def batch_report_file(folder: Path, run_id: str) -> dict[str, Any]:
+    from airflow_provider_lotimage.storage.layout import report_name
+
+    return json.loads((folder / report_name(run_id)).read_text(encoding="utf-8"))
+
+
+def run_xcom(dag_id: str, run_id: str, task_id: str, key: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == dag_id,
+                XComModel.run_id == run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == key,
+            )
+        ).first()
+        assert row is not None, (task_id, key)
+        value = row.value
+        return json.loads(value) if isinstance(value, str) else value
+
+
+def no_paid_task_twice(emulator: Emulator) -> None:
+    tasks = emulator.tasks()
+    imagined = [task["prompt"] for task in tasks if task["kind"] == "imagine"]
+    pressed = [(task["parentId"], task["button"]) for task in tasks if task["kind"] != "imagine"]
+    assert len(imagined) == len(set(imagined)), imagined
+    assert len(pressed) == len(set(pressed)), pressed
+
+
+def test_batch_survives_a_rejected_a_failed_and_a_stalled_prompt_and_a_rerun_pays_only_for_them(
+    lotimage_emulator_factory: Callable[..., Emulator],
+    lotimage_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    output_dir: Path,
+    load_example: Callable[[str], Any],
+) -> None:
+    """Every healthy prompt's grid and four upscales are stored; the report names the three failures.
+
+    The run fails (no tolerance). A rerun of the batch, with the faults gone and a tolerance of one
+    failed prompt, renders only the prompts that are missing: the banned one is refused again (the
+    run still succeeds, reporting it), the two others are paid for once more and stored; nothing
+    stored is downloaded again.
+    """
+    emulator = lotimage_emulator_factory(rate_limit=20.0)
+    use_emulator(emulator, lotimage_api_key, monkeypatch)
+    monkeypatch.setenv("LOTIMAGE_STALL_TIMEOUT", "3")
+    emulator.add_fault(
+        "fail_task",
+        endpoint="imagine",
+        prompt_contains="lighthouse",
+        progress=40,
+        err_message="Request cancelled due to output filters",
+    )
+    emulator.add_fault("stall", endpoint="imagine", prompt_contains="castle", progress=20)
+    dag = load_example("example_lotimage_batch")
+
+    run = dag.test(run_conf={"prompts": FAULTY_PROMPTS, "skip_stored": True})
+    assert run.state == "failed"
+    imagine_states = task_states(dag.dag_id, run.run_id, "batch.imagine")
+    assert imagine_states == ["failed"] * 3 + ["success"] * 3
+    for button in ("U1", "U2", "U3", "U4"):
+        states = task_states(dag.dag_id, run.run_id, f"batch.{button}")
+        assert states == ["success"] * 3 + ["upstream_failed"] * 3, (button, states)
+    assert task_states(dag.dag_id, run.run_id, "batch.save") == ["failed"] * 3 + ["success"] * 3
+    assert task_states(dag.dag_id, run.run_id, "batch_report") == ["failed"]
+
+    # The healthy prompts: a grid and its four upscales each, valid pictures, exact sidecars.
+    batch = output_dir / "batch"
+    metas = sidecars(batch)
+    assert len(metas) == 15
+    tasks = {task["taskId"]: task for task in emulator.tasks()}
+    grids = {
+        m["lotimage_task_id"]: m for m in metas.values() if tasks[m["lotimage_task_id"]]["kind"] == "imagine"
+    }
+    assert sorted(m["prompt"] for m in grids.values()) == sorted(FAULTY_PROMPTS[i] for i in HEALTHY)
+    for meta in metas.values():
+        task = tasks[meta["lotimage_task_id"]]
+        check_picture(batch, meta, GRID_SIZE if task["kind"] == "imagine" else UPSCALE_SIZE)
+        if task["kind"] != "imagine":
+            assert task["parentId"] in grids
+    stats = emulator.stats()
+    assert stats["submissions"] == {"imagine": 5, "button": 12}  # the banned prompt was never created
+    assert stats["events"]["image_requests"] == 15
+    no_paid_task_twice(emulator)
+
+    # The report: in the log's XCom, in the file beside the pictures, the same.
+    report = batch_report_file(batch, run.run_id)
+    assert report == run_xcom(dag.dag_id, run.run_id, "batch_report", "lotimage_batch_report")
+    assert (report["prompts"], report["succeeded"], report["failed"]) == (6, 3, 3)
+    assert (report["within_tolerance"], report["paid_tasks"], report["pictures_stored"]) == (False, 17, 15)
+    entries = report["entries"]
+    assert [entry["prompt"] for entry in entries] == FAULTY_PROMPTS
+    for index in HEALTHY:
+        entry = entries[index]
+        assert (entry["state"], entry["failures"], entry["paid_tasks"]) == ("succeeded", [], 5)
+        assert sorted(entry["lotimage_task_ids"]) == ["U1", "U2", "U3", "U4", "imagine"]
+        assert len(entry["stored"]) == entry["new_pictures"] == 5
+        assert all(Path(urlparse(path).path).is_file() for path in entry["stored"])
+    reasons = {index: entries[index]["failures"][0] for index in (REJECTED, FAILED, STALLED)}
+    assert reasons[REJECTED]["error"] == "InvalidRequestError"
+    assert "Banned prompt detected" in reasons[REJECTED]["reason"]
+    assert reasons[FAILED]["error"] == "TaskFailedError"
+    assert "Request cancelled due to output filters" in reasons[FAILED]["reason"]
+    assert reasons[STALLED]["error"] == "TaskStalledError" and "stalled" in reasons[STALLED]["reason"]
+    for index in (REJECTED, FAILED, STALLED):
+        entry = entries[index]
+        assert entry["state"] == "failed" and entry["stored"] == []
+        assert {f["step"] for f in entry["failures"][1:]} == {"U1", "U2", "U3", "U4"}
+        assert entry["paid_tasks"] == (0 if index == REJECTED else 1)
+    assert lotimage_api_key not in json.dumps(report)
+
+    # A rerun of the batch, faults gone, one failed prompt tolerated: only the missing prompts run.
+    emulator.clear_faults()
+    monkeypatch.setenv("LOTIMAGE_MAX_FAILED_PROMPTS", "1")
+    dag = load_example("example_lotimage_batch")
+    before = snapshot(batch)
+    again = dag.test(run_conf={"prompts": FAULTY_PROMPTS, "skip_stored": True})
+    assert again.state == "success"
+    after = emulator.stats()
+    assert after["submissions"] == {"imagine": 7, "button": 20}  # 2 grids and their 8 upscales more
+    assert after["events"]["image_requests"] == 15 + 10
+    first_run = set(tasks)
+    new_grids = [t for t in emulator.tasks() if t["taskId"] not in first_run and t["kind"] == "imagine"]
+    assert sorted(t["prompt"] for t in new_grids) == sorted(FAULTY_PROMPTS[i] for i in (FAILED, STALLED))
+    unchanged = {name: facts for name, facts in snapshot(batch).items() if name in before}
+    assert unchanged == before, "nothing stored was written again"
+    rerun = batch_report_file(batch, again.run_id)
+    assert [entry["prompt"] for entry in rerun["entries"]] == [FAULTY_PROMPTS[i] for i in (1, 2, 3)]
+    assert (rerun["succeeded"], rerun["failed"], rerun["within_tolerance"]) == (2, 1, True)
+    assert rerun["paid_tasks"] == 10 and rerun["new_pictures"] == 10
+    assert "Banned prompt detected" in rerun["entries"][0]["failures"][0]["reason"]
+    assert len(sidecars(batch)) == 25
 
 
 # -- the daily DAG and its asset consumer ---------------------------------------------------------

@@ -615,8 +615,9 @@ def test_destination_below_a_file_fails_before_any_download_then_retry_completes
 
 @pytest.mark.parametrize("status", [403, 410])
 def test_expired_link_says_which_picture_and_what_to_do_in_airflow(
-    server: PictureServer, tmp_path: Path, status: int
+    server: PictureServer, tmp_path: Path, status: int, lotimage_connection: str
 ) -> None:
+    """The link expired and no fresh one can be had (the service does not know this taskId)."""
     result = cut_result(server)
     server.serve("/cut/3.png", b"gone", status=status, content_type="text/plain")
     with pytest.raises(ImageDownloadError) as info:
@@ -627,7 +628,8 @@ def test_expired_link_says_which_picture_and_what_to_do_in_airflow(
         in message
     )
     assert "expired" in message and f"(LotImage task {TASK_ID})" in message
-    assert "read the task again for fresh links" in message and "SECRET" not in message
+    assert "The fresh link read from LotImage failed too (or could not be read)" in message
+    assert "clear the task that produced this result" in message and "SECRET" not in message
     assert info.value.http_status == status
     # Pictures 1 and 2 were stored whole; 3 left nothing behind.
     assert visible(tmp_path) == [f"{TASK_ID}_{n}.{ext}" for n in (1, 2) for ext in ("json", "png")]

@@ -258,14 +258,52 @@ def test_daily_quota_spent_fails_at_once(harness: Harness, make_emulator: Any) -
 
 
 def test_expired_picture_link_fails_save(harness: Harness, make_emulator: Any, tmp_path: Path) -> None:
-    """The picture link has expired (403) by the time SaveImagesOperator downloads it."""
+    """Every link has expired (403) by the time SaveImagesOperator downloads it, the fresh one too."""
     emulator = make_emulator(image_ttl_seconds=0.001)
     out = tmp_path / "pictures"
     run = harness.run(imagine_wait_dag(harness, save_to=out))
     error = harness.assert_failed(run, "save", "imagine", "wait")
     assert "answered HTTP 403" in error and "expired" in error
-    assert emulator.stats()["events"]["image_expired"] == 1
+    assert "The fresh link read from LotImage failed too" in error
+    # The first link, then the fresh one the save read the task for (one read more than the wait's).
+    assert emulator.stats()["events"]["image_expired"] == 2
     assert not out.exists() or not any(out.iterdir())
+    assert_paid_calls(emulator, imagine=1)
+
+
+def test_expired_picture_link_is_renewed_once_and_the_picture_stored(
+    harness: Harness, make_emulator: Any, tmp_path: Path
+) -> None:
+    """The grid's link expires between the wait and the save: the save reads the task once for a
+    fresh link (the contract's renewal) and stores the picture; the sidecar names the fresh link."""
+    from airflow.sdk import task
+
+    from airflow_provider_lotimage.operators.save_images import SaveImagesOperator
+
+    emulator = make_emulator()
+    out = tmp_path / "pictures"
+    dag = imagine_wait_dag(harness)
+
+    @task(task_id="age_links", dag=dag)
+    def age_links() -> None:
+        emulator.set_config(image_ttl_seconds=1.0)  # every link issued more than 1 s ago is expired
+        time.sleep(1.3)
+
+    aged = age_links()
+    dag.get_task("wait") >> aged
+    save = SaveImagesOperator(
+        task_id="save", result=dag.get_task("wait").output, destination=out.as_uri(), dag=dag
+    )
+    aged >> save
+    run = harness.run(dag)
+    harness.assert_succeeded(run)
+    stats = emulator.stats()
+    assert stats["events"]["image_expired"] == 1  # the old link once; the fresh one worked
+    result = harness.xcom(run, "wait")
+    sidecar = json.loads(next(out.glob("*.json")).read_text(encoding="utf-8"))
+    assert sidecar["lotimage_task_id"] == result["lotimage_task_id"]
+    assert sidecar["source_url"] != result["image_url"]  # the picture came from the fresh link
+    assert len(list(out.glob("*.png"))) == 1
     assert_paid_calls(emulator, imagine=1)
 
 
