@@ -124,7 +124,8 @@ def run(request: Request, dag_id: DagIdDep, run_id: RunIdDep, session: SessionDe
     pictures = read_pictures(_run_paths(session, dag_id, run_id), buttons)
     shown, pages_count = paginate(group_pictures(pictures), page, config.page_size())
     page = min(page, pages_count)
-    return pages.run_page(_urls(request), dag_id, run_id, shown, len(pictures), page, pages_count)
+    failed = records.failed_prompts(session, dag_id, run_id)
+    return pages.run_page(_urls(request), dag_id, run_id, shown, len(pictures), page, pages_count, failed)
 
 
 @router.get("/dags/{dag_id}/runs/{run_id}/view", response_class=HTMLResponse, dependencies=[CAN_READ_DAG])

@@ -11,7 +11,7 @@ from html import escape
 from urllib.parse import quote, urlencode
 
 from airflow_provider_lotimage.gallery.index import Group, Picture
-from airflow_provider_lotimage.gallery.records import RunInfo
+from airflow_provider_lotimage.gallery.records import FailedPrompt, RunInfo
 from airflow_provider_lotimage.storage.layout import sidecar_path
 
 
@@ -92,9 +92,19 @@ def _when(run: RunInfo) -> str:
 
 
 def run_page(
-    urls: Urls, dag_id: str, run_id: str, groups: list[Group], total: int, page: int, pages: int
+    urls: Urls,
+    dag_id: str,
+    run_id: str,
+    groups: list[Group],
+    total: int,
+    page: int,
+    pages: int,
+    failed: list[FailedPrompt] | None = None,
 ) -> str:
-    """One run's pictures: each task's pictures with the upscales made from it underneath."""
+    """One run's pictures: each task's pictures with the upscales made from it underneath.
+
+    A batch's failed prompts are listed first, with their reasons, so a missing picture is explained.
+    """
     link = _Linker(urls, dag_id, run_id)
     summary = f'<p class="summary">{total} pictures · page {page} of {pages}</p>'
     pager = _pager(lambda n: urls.run(dag_id, run_id, n), page, pages)
@@ -102,8 +112,27 @@ def run_page(
     if not total:
         sections = '<p class="empty">This run recorded no stored pictures (or none can be read).</p>'
     crumbs = [("LotImage gallery", urls.home()), (dag_id, urls.dag(dag_id)), (run_id, None)]
-    body = f"<h1>{escape(run_id)}</h1>{summary}{pager}{sections}{pager if pages > 1 else ''}"
+    body = (
+        f"<h1>{escape(run_id)}</h1>{summary}{_failed(failed or [])}{pager}{sections}"
+        f"{pager if pages > 1 else ''}"
+    )
     return _page(urls, f"{run_id} · {dag_id} · LotImage gallery", crumbs, body)
+
+
+def _failed(failed: list[FailedPrompt]) -> str:
+    """List the failed prompts of the run's batch reports, as escaped text."""
+    if not failed:
+        return ""
+    items = "".join(
+        f'<li data-testid="failed-prompt"><strong>{escape(item.prompt) or "(no prompt)"}</strong>'
+        + "".join(f"<br>{escape(step)}: {escape(reason)}" for step, reason in item.reasons)
+        + "</li>"
+        for item in failed
+    )
+    return (
+        f'<section class="failed" data-testid="failed-prompts"><h2>Failed prompts ({len(failed)})</h2>'
+        f"<ul>{items}</ul></section>"
+    )
 
 
 @dataclass(frozen=True)

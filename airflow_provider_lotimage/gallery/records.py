@@ -25,7 +25,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import String, cast, select
 
 from airflow_provider_lotimage.gallery.index import in_destination
-from airflow_provider_lotimage.keys import EVENT_DESTINATION, EVENT_TASK_IDS, RETURN_VALUE_XCOM_KEY
+from airflow_provider_lotimage.keys import (
+    BATCH_REPORT_XCOM_KEY,
+    EVENT_DESTINATION,
+    EVENT_TASK_IDS,
+    RETURN_VALUE_XCOM_KEY,
+)
 from airflow_provider_lotimage.storage.layout import file_stems
 
 if TYPE_CHECKING:
@@ -39,6 +44,21 @@ class RunInfo:
     run_id: str
     run_after: datetime | None
     state: str | None
+
+
+@dataclass(frozen=True)
+class FailedPrompt:
+    """A prompt a batch report of the run lists as failed: shown as text, never as a link or path."""
+
+    index: int
+    prompt: str
+    #: ``(step, reason)`` of each failed step, the cause first.
+    reasons: tuple[tuple[str, str], ...]
+
+
+#: Bounds on what one page reads from batch reports (any XCom editor can write one): reports per
+#: run, failed prompts shown, reasons per prompt and characters per text.
+MAX_REPORTS, MAX_FAILED, MAX_REASONS, MAX_TEXT = 5, 200, 6, 300
 
 
 @dataclass(frozen=True)
@@ -201,3 +221,40 @@ def pressed_buttons(session: Session, dag_id: str, run_id: str) -> dict[str, str
         if isinstance(new_id, str):
             found[new_id] = buttons[(task_id, map_index)]
     return found
+
+
+def failed_prompts(session: Session, dag_id: str, run_id: str) -> list[FailedPrompt]:
+    """Return the failed prompts the run's batch reports list (XCom ``lotimage_batch_report``), bounded.
+
+    A report is only text to show (escaped by the page): it names no file the gallery would serve,
+    so an edited XCom can at worst change what the list says, within :data:`MAX_FAILED` lines.
+    """
+    from airflow.models.xcom import XComModel
+
+    rows = session.execute(
+        select(XComModel.value)
+        .where(XComModel.dag_id == dag_id, XComModel.run_id == run_id, XComModel.key == BATCH_REPORT_XCOM_KEY)
+        .limit(MAX_REPORTS)
+    ).all()
+    failed: list[FailedPrompt] = []
+    for row in rows:
+        report = XComModel.deserialize_value(row)
+        entries = report.get("entries") if isinstance(report, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            if len(failed) < MAX_FAILED and isinstance(entry, dict) and entry.get("state") == "failed":
+                failed.append(_failed_prompt(entry))
+    return failed
+
+
+def _failed_prompt(entry: dict[str, Any]) -> FailedPrompt:
+    listed = entry.get("failures")
+    failures: list[Any] = listed if isinstance(listed, list) else []
+    reasons = tuple(
+        (str(failure.get("step"))[:MAX_TEXT], str(failure.get("reason"))[:MAX_TEXT])
+        for failure in failures[:MAX_REASONS]
+        if isinstance(failure, dict)
+    )
+    index = entry.get("index")
+    return FailedPrompt(
+        index if isinstance(index, int) else -1, str(entry.get("prompt", ""))[:MAX_TEXT], reasons
+    )

@@ -138,9 +138,29 @@ def states(af: AirflowDeployment, dag_id: str, run_id: str, task_id: str) -> lis
     ]
 
 
+#: The batch's upscale steps: one task per button in each prompt's group.
+UPSCALE_TASKS = [f"batch.U{n}" for n in (1, 2, 3, 4)]
+
+
+def upscale_states(af: AirflowDeployment, run_id: str) -> list[str | None]:
+    return [state for task_id in UPSCALE_TASKS for state in states(af, BATCH_DAG, run_id, task_id)]
+
+
+def upscale_errors(af: AirflowDeployment, run_id: str) -> dict[str, str]:
+    """The log text of every upscale task instance, keyed ``batch.U<n>[<map index>]``."""
+    return {
+        f"{task_id}[{index}]": text
+        for task_id in UPSCALE_TASKS
+        for index, text in task_errors(af, BATCH_DAG, run_id, task_id).items()
+    }
+
+
+def not_report(name: str) -> bool:
+    return not Path(name).name.startswith("batch-report.")
+
+
 def deferred(af: AirflowDeployment, dag_id: str, run_id: str) -> set[str]:
     return {event.key for event in af.task_state_events(dag_id, run_id) if event.event == "deferred"}
-
 
 
 # -- the trial key's daily quota ----------------------------------------------------------------
@@ -164,10 +184,11 @@ def test_trial_quota_spent_mid_batch_then_the_next_day_completes_it(
     run_id = first.run_id
 
     assert first.state == "failed", first.task_states
-    assert states(af, BATCH_DAG, run_id, "imagine") == ["success"] * 4
-    assert states(af, BATCH_DAG, run_id, "save_grids") == ["success"]
-    assert states(af, BATCH_DAG, run_id, "upscale") == ["failed"] * 16
-    assert states(af, BATCH_DAG, run_id, "save_upscales") == ["upstream_failed"]
+    assert states(af, BATCH_DAG, run_id, "batch.imagine") == ["success"] * 4
+    assert upscale_states(af, run_id) == ["failed"] * 16
+    # Each prompt's save stored its grid, then failed: its upscales did not come.
+    assert states(af, BATCH_DAG, run_id, "batch.save") == ["failed"] * 4
+    assert states(af, BATCH_DAG, run_id, "batch_report") == ["failed"]
     assert af.task_instance_history(BATCH_DAG, run_id) == [], "no task was retried (2 retries allowed)"
 
     stats = emulator.stats()
@@ -180,23 +201,22 @@ def test_trial_quota_spent_mid_batch_then_the_next_day_completes_it(
     assert paid_upscales == TRIAL_QUOTA - 4 - reads == 2
     assert calls["button_received"] == 16, "one call per upscale, none resent"
 
-    logs = task_errors(af, BATCH_DAG, run_id, "upscale")
+    logs = upscale_errors(af, run_id)
     assert len(logs) == 16
     unreadable = {i for i, text in logs.items() if "is paid but its progress cannot be read" in text}
     refused = {i for i, text in logs.items() if "paid call was refused, so nothing was paid" in text}
     assert len(unreadable) == paid_upscales and len(refused) == 16 - paid_upscales
     for text in logs.values():
         assert "daily quota of LotImage calls is spent; it resets at 00:00 UTC" in text
-    never_deferred = {f"upscale[{i}]" for i in refused}
-    assert not never_deferred & deferred(af, BATCH_DAG, run_id), "a refused call waits for nothing"
-    assert {f"upscale[{i}]" for i in unreadable} <= deferred(af, BATCH_DAG, run_id)
+    assert not refused & deferred(af, BATCH_DAG, run_id), "a refused call waits for nothing"
+    assert unreadable <= deferred(af, BATCH_DAG, run_id)
 
-    grids = snapshot(batch)
+    grids = {name: facts for name, facts in snapshot(batch).items() if not_report(name)}
     assert len([name for name in grids if name.endswith(".png")]) == 4, sorted(grids)
     assert len([name for name in grids if name.endswith(".json")]) == 4
 
-    # Each next day: clear the failed upscales (and the save after them) and let the run go on. The
-    # 30 calls left (14 presses, 16 reads) take a trial key's 10 a day three more days; the paid
+    # Each next day: clear the run's failed tasks (upscales, saves, report) and let the run go on.
+    # The 30 calls left (14 presses, 16 reads) take a trial key's 10 a day three more days; the paid
     # upscales reconnect (one read each) instead of pressing their button again.
     key = emulator.key_id(TEST_API_KEY)
     days: list[dict[str, Any]] = []
@@ -206,11 +226,9 @@ def test_trial_quota_spent_mid_batch_then_the_next_day_completes_it(
         emulator.next_day()
         paid_before = emulator.stats()["submissions"]["button"]
         cleared_at = time.monotonic()
-        # Airflow 3.3's --task-regex matches a substring of the task id, not a regex: "upscale"
-        # picks upscale and save_upscales (which --downstream adds anyway).
-        af.cli(
-            "tasks", "clear", BATCH_DAG, "--task-regex", "upscale", "--downstream", "--only-failed", "--yes"
-        )
+        # Airflow 3.3's --task-regex matches a substring of the task id: "batch" picks every task
+        # of the prompts' group and the report; --only-failed leaves the finished ones alone.
+        af.cli("tasks", "clear", BATCH_DAG, "--task-regex", "batch", "--only-failed", "--yes")
         result = af.wait_for_run(BATCH_DAG, run_id, timeout=420)
         stats = emulator.stats()
         assert stats["quota_used"][key] <= TRIAL_QUOTA
@@ -218,7 +236,7 @@ def test_trial_quota_spent_mid_batch_then_the_next_day_completes_it(
             {
                 "seconds": round(time.monotonic() - cleared_at),
                 "paid": stats["submissions"]["button"] - paid_before,
-                "upscales": dict(Counter(states(af, BATCH_DAG, run_id, "upscale"))),
+                "upscales": dict(Counter(upscale_states(af, run_id))),
             }
         )
     assert 3 <= len(days) <= 4, days
@@ -238,7 +256,7 @@ def test_trial_quota_spent_mid_batch_then_the_next_day_completes_it(
     )
     assert len(pressed) == 16 and set(pressed.values()) == {1}, "no button pressed twice"
 
-    stored = snapshot(batch)
+    stored = {name: facts for name, facts in snapshot(batch).items() if not_report(name)}
     assert {name: stored[name] for name in grids} == grids, "what was stored is untouched"
     assert len([name for name in stored if name.endswith(".png")]) == 4 + 16
     sidecars = [json.loads((batch / name).read_text()) for name in stored if name.endswith(".json")]

@@ -145,9 +145,40 @@ def local_runs(
     link = dags.link_dag("gallery_link", (root / "link").as_uri(), seen)
     record(link, mark_success_pattern="^save$")  # the picture is seen, not stored yet
     record(link)
+    record(dags.batch_dag("gallery_batch", (root / "batch").as_uri(), [grids_a[1]], batch_report(suffix)))
     auth.READABLE.clear()
-    auth.READABLE.update({"gallery_dag_a", "gallery_many", "gallery_link"})
+    auth.READABLE.update({"gallery_dag_a", "gallery_many", "gallery_link", "gallery_batch"})
     return runs
+
+
+#: How many prompts the gallery's batch report says failed: more than a page shows.
+FAILED_PROMPTS = 250
+
+
+def batch_report(suffix: str) -> dict[str, Any]:
+    """A batch report (built by the provider's own code) with one healthy and many failed prompts."""
+    from airflow_provider_lotimage.batch.report import Tolerance, batch_report, prompt_report
+
+    failures = [
+        {"step": "imagine", "error": "InvalidRequestError", "reason": "Banned prompt detected [status 400]"},
+        {"step": "U1", "error": "UpstreamFailed", "reason": "not run: step imagine of this prompt failed"},
+    ]
+    lines = [
+        prompt_report(
+            index=index,
+            prompt="<script>alert(1)</script> a banned owl" if index == 1 else f"failed prompt {index}",
+            failures=failures if index else [],
+            task_ids={"imagine": f"a2-{suffix}"} if index == 0 else {},
+            stored=[],
+            new_paths=[],
+            destination="",
+        )
+        for index in range(FAILED_PROMPTS + 1)
+    ]
+    prompts = [line["prompt"] for line in lines]
+    return dict(
+        batch_report(dag_id="gallery_batch", run_id="r", prompts=prompts, lines=lines, tolerance=Tolerance())
+    )
 
 
 def _run_with(dag: Any, **test_args: Any) -> Any:

@@ -85,3 +85,24 @@ def large(base_url: str, task_id: str, width: int, height: int) -> dict[str, Any
         "progress": 100,
         "created_at": "2026-01-01T10:10:00Z",
     }
+
+
+class Reported(BaseOperator):
+    """A batch report task stand-in: pushes a report as ``BatchReportOperator`` does."""
+
+    def __init__(self, *, report: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.report = report
+
+    def execute(self, context: Any) -> None:
+        from airflow_provider_lotimage.keys import BATCH_REPORT_XCOM_KEY
+
+        context["ti"].xcom_push(key=BATCH_REPORT_XCOM_KEY, value=self.report)
+
+
+def batch_dag(dag_id: str, destination: str, grids: list[dict], report: dict[str, Any]) -> DAG:
+    """The grids of a batch's healthy prompts stored, and the batch's report naming the failed ones."""
+    with DAG(dag_id, schedule=None, start_date=START, catchup=False) as dag:
+        SaveImagesOperator(task_id="save", result=grids, destination=destination)
+        Reported(task_id="batch_report", report=report)
+    return dag

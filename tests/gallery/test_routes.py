@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.gallery.conftest import MANY_GRIDS, PAGE_SIZE, Runs, cards, run_url, sidecar_of
+from tests.gallery.conftest import FAILED_PROMPTS, MANY_GRIDS, PAGE_SIZE, Runs, cards, run_url, sidecar_of
 
 pytestmark = pytest.mark.usefixtures("local_runs")
 
@@ -61,6 +61,29 @@ def test_run_page_shows_every_stored_picture_grouped(client_for, local_runs: Run
     assert first_group.count('data-testid="picture"') == 7 and "Made from it" in first_group
     for word in ("Quadrant U1", "Quadrant U4", "Whole picture", "LotImage task", "Sidecar JSON", "Stored in"):
         assert word in page.text
+
+
+def test_a_batch_run_lists_its_failed_prompts_with_their_reasons_next_to_its_pictures(
+    client_for, local_runs: Runs
+) -> None:
+    from airflow_provider_lotimage.gallery.records import MAX_FAILED
+
+    run_id = local_runs.run("gallery_batch")
+    page = client_for("reader").get(run_url("gallery_batch", run_id))
+    assert page.status_code == 200
+    assert len(cards(page.text)) == 1  # the healthy prompt's grid
+    failed = page.text.split('data-testid="failed-prompts"')[1]
+    assert f"Failed prompts ({MAX_FAILED})" in failed  # 250 in the report; a page reads a bounded number
+    assert failed.count('data-testid="failed-prompt"') == MAX_FAILED < FAILED_PROMPTS
+    assert "imagine: Banned prompt detected [status 400]" in failed
+    assert "U1: not run: step imagine of this prompt failed" in failed
+    assert "<script>alert(1)</script>" not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; a banned owl" in failed
+    # A run without a batch report lists no failed prompts.
+    assert (
+        "Failed prompts"
+        not in client_for("reader").get(run_url("gallery_dag_a", local_runs.run("gallery_dag_a"))).text
+    )
 
 
 def test_traversal_and_foreign_paths_are_404(client_for, local_runs: Runs) -> None:
