@@ -36,6 +36,9 @@ PUBLIC = {
     "hooks.lotimage": ["LotImageHook"],
     "triggers.task_progress": ["TaskProgressTrigger"],
     "links": ["LotImagePictureLink"],
+    "batch.group": ["lotimage_batch"],
+    "batch.report": ["BatchReport", "PromptReport", "PromptFailure", "Tolerance"],
+    "batch.operators": ["PromptSaveOperator", "BatchReportOperator"],
     "exceptions": [
         "LotImageError",
         "AmbiguousSubmitError",
@@ -103,6 +106,12 @@ def test_the_public_import_paths(module: str, names: list[str]) -> None:
     imported = importlib.import_module(f"{PACKAGE}.{module}")
     for name in names:
         assert getattr(imported, name).__module__ == f"{PACKAGE}.{module}", name
+
+
+def test_a_batch_is_imported_from_the_batch_package() -> None:
+    batch = importlib.import_module(f"{PACKAGE}.batch")
+    for name in ("lotimage_batch", "BatchReport", "PromptReport", "PromptFailure", "Tolerance"):
+        assert name in batch.__all__ and getattr(batch, name) is not None, name
 
 
 def test_the_class_paths_airflow_stores() -> None:
