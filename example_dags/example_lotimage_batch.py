@@ -126,6 +126,7 @@ with DAG(
             prompts = [prompt for prompt in prompts if prompt not in done]
         return prompts
 
+    # [START howto_operator_lotimage_imagine_mapped]
     imagine = ImagineOperator.partial(
         task_id="imagine",
         wait_for_completion=True,
@@ -135,7 +136,9 @@ with DAG(
         pool=POOL,
         map_index_template="{{ task.prompt | truncate(60) }}",  # the UI column holds 250 characters
     ).expand(prompt=load_prompts())
+    # [END howto_operator_lotimage_imagine_mapped]
 
+    # [START howto_operator_lotimage_button]
     # The whole result dict is passed, so each button is checked against those the grid offers.
     upscale = ButtonOperator.partial(
         task_id="upscale",
@@ -146,7 +149,9 @@ with DAG(
         pool=POOL,
         map_index_template="{{ task.button }} of {{ task.lotimage_task_id['lotimage_task_id'] }}",
     ).expand(lotimage_task_id=imagine.output, button=UPSCALE_BUTTONS)
+    # [END howto_operator_lotimage_button]
 
+    # [START howto_operator_lotimage_save_images]
     # One save task per kind, over the whole list: a mapped save would wait for the same upstream
     # tasks anyway, and one task downloading 24 pictures costs a worker far less than 24 tasks.
     save_grids = SaveImagesOperator(
@@ -155,3 +160,4 @@ with DAG(
     save_upscales = SaveImagesOperator(
         task_id="save_upscales", result=upscale.output, destination=BATCH_DIR.as_uri()
     )
+    # [END howto_operator_lotimage_save_images]
