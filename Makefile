@@ -1,4 +1,5 @@
 # Two entry points for a fresh machine: `make demo` and `make test`. Each sets itself up.
+# `make docs` builds the docs site into docs/_build/html.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,15 +13,19 @@ STAMP := $(VENV)/.installed
 STAGES := 3.1-py3.12 3.2-py3.13
 STAGE_TARGETS := $(addprefix test-airflow-,$(STAGES))
 
-.PHONY: demo test test-airflow-3.3 $(STAGE_TARGETS) bench clean
+.PHONY: demo docs test test-airflow-3.3 $(STAGE_TARGETS) bench clean
 
 $(STAMP): pyproject.toml emulator/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ./emulator -e ".[test]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ./emulator -e ".[test,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	bash scripts/demo.sh
+
+# The docs site from docs/*.md (MyST) and the docstrings (sphinx-autoapi); a warning fails it.
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
 
 # The whole suite on the pinned newest Airflow (3.3) with Python 3.11 (.venv, as `make demo` uses),
 # then the reduced stages.
@@ -33,6 +38,7 @@ test-airflow-3.3: $(STAMP)
 	$(BIN)/ruff check airflow_provider_lotimage tests example_dags benchmarks airflow_harness emulator
 	$(BIN)/mypy
 	bash scripts/check-dists.sh
+	$(MAKE) docs
 	bash scripts/run-tests.sh $(BIN)/python
 
 # e.g. test-airflow-3.1-py3.12: bash scripts/test-airflow.sh 3.1 3.12
@@ -43,4 +49,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks --sizes 6,24,60
 
 clean:
-	rm -rf $(VENV) .venv-*/ output .airflow_home dist
+	rm -rf $(VENV) .venv-*/ output .airflow_home dist docs/_build

@@ -134,6 +134,7 @@ with DAG(
             prompts = [prompt for prompt in prompts if prompt not in done]
         return prompts
 
+    # [START howto_lotimage_batch]
     # One mapped task group per prompt (its grid, its four upscales, its save), then the report:
     # a prompt the service rejects, fails or stalls costs only itself (airflow_provider_lotimage.batch).
     lotimage_batch(
@@ -147,3 +148,4 @@ with DAG(
         stall_timeout=STALL_TIMEOUT,
         pool=POOL,
     )
+    # [END howto_lotimage_batch]

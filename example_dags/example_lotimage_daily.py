@@ -50,9 +50,11 @@ with DAG(
         timeout=30 * 60,
     )
 
+    # [START howto_operator_lotimage_save_images_asset]
     SaveImagesOperator(
         task_id="save",
         result=imagine.output,
         destination=DAILY_DIR.as_uri() + "/{{ ds }}",
         asset=DAILY_PICTURES,
     )
+    # [END howto_operator_lotimage_save_images_asset]

@@ -33,6 +33,7 @@ with DAG(
     tags=["example", "lotimage"],
     params={"prompt": Param("An owl with cat ears hanging on a tree", type="string", minLength=1)},
 ) as dag:
+    # [START howto_sensor_lotimage_task_progress]
     imagine = ImagineOperator(task_id="imagine", prompt="{{ params.prompt }}", cutting=True)
 
     wait = TaskProgressSensor(
@@ -46,3 +47,4 @@ with DAG(
     save = SaveImagesOperator(task_id="save", result=wait.output, destination=DESTINATION)
 
     imagine >> wait >> save
+    # [END howto_sensor_lotimage_task_progress]

@@ -30,6 +30,7 @@ with DAG(
     tags=["example", "lotimage", "deferrable"],
     params={"prompt": Param("A lighthouse made of glass at dawn", type="string", minLength=1)},
 ) as dag:
+    # [START howto_operator_lotimage_imagine_deferrable]
     imagine = ImagineOperator(
         task_id="imagine",
         prompt="{{ params.prompt }}",
@@ -41,3 +42,4 @@ with DAG(
     )
 
     SaveImagesOperator(task_id="save", result=imagine.output, destination=DESTINATION)
+    # [END howto_operator_lotimage_imagine_deferrable]

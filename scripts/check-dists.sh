@@ -2,7 +2,8 @@
 # Build the two distributions (provider and emulator: sdist + wheel), check them with
 # `twine check --strict`, and check what each holds: the provider's wheel only what runs in
 # Airflow (no emulator, tests or examples), its sdist the examples, tests and docs; the emulator's
-# wheel no Airflow requirement. Both claim exactly the Pythons `make test` runs: PYTHON's own (the
+# wheel no Airflow requirement. Both carry their pyproject's project URLs (Documentation, Source,
+# Changelog, Issues; Airflow shows the provider's Documentation URL). Both claim exactly the Pythons `make test` runs: PYTHON's own (the
 # whole suite's) and those of the reduced stages (constraints/airflow-*-pyX.Y.txt), from the lowest
 # of them up (Requires-Python). Builds without isolation from the venv's setuptools (pinned).
 #
@@ -20,7 +21,7 @@ trap 'rm -f "$log"' EXIT
 rm -rf build emulator/build ./*.egg-info emulator/src/*.egg-info
 "$python" -m twine check --strict "$out"/*
 "$python" - "$out" <<'PY'
-import sys, tarfile, zipfile
+import sys, tarfile, tomllib, zipfile
 from pathlib import Path
 
 out = Path(sys.argv[1])
@@ -48,5 +49,9 @@ for built in (wheel, emu_wheel):
     claimed = {l.rsplit(" :: ", 1)[1] for l in lines if l.startswith("Classifier: Programming Language :: Python :: 3.")}
     assert claimed == tested, f"{built.name} claims Python {sorted(claimed)}; make test runs {sorted(tested)}"
     assert f"Requires-Python: >={lowest}" in lines, (built.name, lowest)
+    urls = dict(tuple(part.strip() for part in l.split(":", 1)[1].split(",", 1)) for l in lines if l.startswith("Project-URL:"))
+    project = tomllib.loads((out.parent / ("emulator" if built is emu_wheel else "") / "pyproject.toml").read_text())
+    assert set(urls) == {"Documentation", "Source", "Changelog", "Issues"}, (built.name, urls)
+    assert urls == project["project"]["urls"], (built.name, urls)
 print(f"distributions OK: {', '.join(sorted(p.name for p in out.iterdir()))}")
 PY

@@ -56,10 +56,11 @@ class PromptSaveOperator(SaveImagesOperator):
     :class:`~.report.PromptReport` (XCom ``lotimage_prompt_report``); and fails, after storing,
     when a step failed, so clearing the run's failed tasks reruns exactly the failed prompts.
 
+    Other parameters are :class:`~airflow_provider_lotimage.operators.save_images.SaveImagesOperator`'s,
+    whose ``result`` this operator gathers itself.
+
     :param prompt: the prompt (templated): the batch group's argument.
     :param steps: each step's name (``imagine``, ``U1``, ...) and its task's id, in order.
-    Other parameters: as :class:`~airflow_provider_lotimage.operators.save_images.SaveImagesOperator`,
-    whose ``result`` this operator gathers itself.
     """
 
     template_fields: Sequence[str] = ("prompt", "destination")

@@ -116,18 +116,28 @@ def parse_results(value: Any) -> list[dict[str, Any]]:
 
     Accepts a result dict, a list of them, or either as text: JSON, or the Python ``repr`` that a
     Jinja template such as ``"{{ ti.xcom_pull('wait') }}"`` renders (read with ``ast.literal_eval``,
-    which evaluates literals only).
+    which evaluates literals only). A list may also hold lists of them, one level deep: a task's
+    result beside a mapped task's results (``[grid.output, upscale.output]``).
     """
     value = _decode_text(value, "result")
     if isinstance(value, Mapping):
         items: list[Any] = [value]
-    elif isinstance(value, Iterable) and not isinstance(value, str | bytes):
-        items = [_decode_text(item, "result item") for item in value]
+    elif _is_list(value):
+        items = [decoded for item in value for decoded in _flat(_decode_text(item, "result item"))]
     else:
         raise LotImageInputError(
             f"result must be a LotImage result dict or a list of them, got {type(value).__name__}"
         )
     return [_validate_result(item, position) for position, item in enumerate(items)]
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping)
+
+
+def _flat(item: Any) -> list[Any]:
+    """Return a list item's results: itself, or the items of a list it holds (one level)."""
+    return [_decode_text(inner, "result item") for inner in item] if _is_list(item) else [item]
 
 
 def _decode_text(value: Any, what: str) -> Any:

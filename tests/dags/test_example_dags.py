@@ -60,3 +60,23 @@ def test_example_imagine_deferrable_end_to_end(
     assert run.state == "success"
     assert len(_pngs(output_dir)) == 4
     assert lotimage_emulator.stats()["submissions"] == {"imagine": 1, "button": 0}
+
+
+def test_example_upscale_end_to_end(lotimage_connection, lotimage_emulator, output_dir, load_example) -> None:
+    """One grid, two upscales of it (mapped over the buttons), one save of all three."""
+    import json
+
+    dag = load_example("example_lotimage_upscale")
+    run = dag.test()
+    assert run.state == "success"
+    assert lotimage_emulator.stats()["submissions"] == {"imagine": 1, "button": 2}
+    folder = output_dir / "upscale"
+    metas = [json.loads(path.read_text(encoding="utf-8")) for path in folder.glob("*.json")]
+    tasks = {task["taskId"]: task for task in lotimage_emulator.tasks()}
+    assert sorted(tasks[meta["lotimage_task_id"]]["kind"] for meta in metas) == [
+        "imagine",
+        "upscale",
+        "upscale",
+    ]
+    assert sorted(tasks[m["lotimage_task_id"]].get("button") or "" for m in metas) == ["", "U1", "U4"]
+    assert len(list(folder.glob("*.png"))) == 3
