@@ -129,8 +129,9 @@ def browser(browser_requirements: None) -> Iterator[Any]:
 
 
 def stored_pictures(folder: Path) -> dict[str, str]:
-    """Picture file name -> prompt, from the sidecars in ``folder``."""
-    metas = [json.loads(path.read_text(encoding="utf-8")) for path in folder.glob("*.json")]
+    """Picture file name -> prompt, from the sidecars in ``folder`` (not the batch reports)."""
+    sidecars = [path for path in folder.glob("*.json") if not path.name.startswith("batch-report.")]
+    metas = [json.loads(path.read_text(encoding="utf-8")) for path in sidecars]
     return {meta["file"]: meta["prompt"] for meta in metas}
 
 
