@@ -24,6 +24,7 @@ from lotimage_emulator.pytest_plugin import TEST_DEFAULTS
 from PIL import Image
 
 from airflow_provider_lotimage.storage.images import split_grid
+from tests.batch.faults import BANNED, FILTERED, fail_while_rendering, stall
 from tests.dags.conftest import EXAMPLE_DAGS
 
 if TYPE_CHECKING:
@@ -321,14 +322,8 @@ def test_batch_survives_a_rejected_a_failed_and_a_stalled_prompt_and_a_rerun_pay
     emulator = lotimage_emulator_factory(rate_limit=20.0)
     use_emulator(emulator, lotimage_api_key, monkeypatch)
     monkeypatch.setenv("LOTIMAGE_STALL_TIMEOUT", "3")
-    emulator.add_fault(
-        "fail_task",
-        endpoint="imagine",
-        prompt_contains="lighthouse",
-        progress=40,
-        err_message="Request cancelled due to output filters",
-    )
-    emulator.add_fault("stall", endpoint="imagine", prompt_contains="castle", progress=20)
+    fail_while_rendering(emulator, "lighthouse")
+    stall(emulator, "castle")
     dag = load_example("example_lotimage_batch")
 
     run = dag.test(run_conf={"prompts": FAULTY_PROMPTS, "skip_stored": True})
@@ -375,9 +370,9 @@ def test_batch_survives_a_rejected_a_failed_and_a_stalled_prompt_and_a_rerun_pay
         assert all(Path(urlparse(path).path).is_file() for path in entry["stored"])
     reasons = {index: entries[index]["failures"][0] for index in (REJECTED, FAILED, STALLED)}
     assert reasons[REJECTED]["error"] == "InvalidRequestError"
-    assert "Banned prompt detected" in reasons[REJECTED]["reason"]
+    assert BANNED in reasons[REJECTED]["reason"]
     assert reasons[FAILED]["error"] == "TaskFailedError"
-    assert "Request cancelled due to output filters" in reasons[FAILED]["reason"]
+    assert FILTERED in reasons[FAILED]["reason"]
     assert reasons[STALLED]["error"] == "TaskStalledError" and "stalled" in reasons[STALLED]["reason"]
     for index in (REJECTED, FAILED, STALLED):
         entry = entries[index]
@@ -405,7 +400,7 @@ def test_batch_survives_a_rejected_a_failed_and_a_stalled_prompt_and_a_rerun_pay
     assert [entry["prompt"] for entry in rerun["entries"]] == [FAULTY_PROMPTS[i] for i in (1, 2, 3)]
     assert (rerun["succeeded"], rerun["failed"], rerun["within_tolerance"]) == (2, 1, True)
     assert rerun["paid_tasks"] == 10 and rerun["new_pictures"] == 10
-    assert "Banned prompt detected" in rerun["entries"][0]["failures"][0]["reason"]
+    assert BANNED in rerun["entries"][0]["failures"][0]["reason"]
     assert len(sidecars(batch)) == 25
 
 

@@ -21,6 +21,7 @@ from lotimage_emulator.pytest_plugin import TEST_API_KEY
 
 from airflow_harness import AirflowDeployment
 from airflow_provider_lotimage.storage.layout import report_name
+from tests.batch.faults import BANNED, FILTERED, fail_while_rendering, reject_at_submission, stall
 from tests.deployment.counters import paid_calls
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(600)]
@@ -97,22 +98,9 @@ def pictures(folder: Path) -> dict[str, dict[str, Any]]:
 def test_failed_prompts_cost_only_themselves_and_clearing_them_pays_only_for_them(
     af: AirflowDeployment, emulator: Emulator, output_dir: Path
 ) -> None:
-    emulator.add_fault(
-        "http_status",
-        endpoint="imagine",
-        status=400,
-        body_only=None,
-        err_message="Banned prompt detected",
-        prompt_contains="owl",
-    )
-    emulator.add_fault(
-        "fail_task",
-        endpoint="imagine",
-        prompt_contains="lighthouse",
-        progress=40,
-        err_message="Request cancelled due to output filters",
-    )
-    emulator.add_fault("stall", endpoint="imagine", prompt_contains="castle", progress=20)
+    reject_at_submission(emulator, "owl")
+    fail_while_rendering(emulator, "lighthouse")
+    stall(emulator, "castle")
     batch = output_dir / "batch"
 
     first = af.run_dag(BATCH_DAG, conf={"prompts": PROMPTS, "skip_stored": False}, timeout=300)
@@ -139,8 +127,8 @@ def test_failed_prompts_cost_only_themselves_and_clearing_them_pays_only_for_the
     reasons = {
         index: report["entries"][index]["failures"][0]["reason"] for index in (REJECTED, FAILED, STALLED)
     }
-    assert "Banned prompt detected" in reasons[REJECTED]
-    assert "Request cancelled due to output filters" in reasons[FAILED]
+    assert BANNED in reasons[REJECTED]
+    assert FILTERED in reasons[FAILED]
     assert "stalled" in reasons[STALLED]
     assert TEST_API_KEY not in json.dumps(report)
     first_pictures = {meta["file"]: (batch / meta["file"]).stat().st_mtime_ns for meta in stored.values()}

@@ -18,6 +18,7 @@ from lotimage_emulator import Emulator
 
 from airflow_harness import AirflowDeployment
 from airflow_provider_lotimage.storage.layout import report_name
+from tests.batch.faults import BANNED, FILTERED, fail_while_rendering, reject_at_submission
 
 from .helpers import API_KEY, BATCH_DAG
 
@@ -34,21 +35,8 @@ HEALTHY, REJECTED, FAILED = 0, 1, 2
 def test_a_failed_prompt_costs_only_itself_across_machines(
     af: AirflowDeployment, emulator: Emulator, output_dir: Path
 ) -> None:
-    emulator.add_fault(
-        "http_status",
-        endpoint="imagine",
-        status=400,
-        body_only=None,
-        err_message="Banned prompt detected",
-        prompt_contains="rejected owl",
-    )
-    emulator.add_fault(
-        "fail_task",
-        endpoint="imagine",
-        prompt_contains="filtered lighthouse",
-        progress=40,
-        err_message="Request cancelled due to output filters",
-    )
+    reject_at_submission(emulator, "rejected owl")
+    fail_while_rendering(emulator, "filtered lighthouse")
     result = af.run_dag(BATCH_DAG, conf={"prompts": PROMPTS, "skip_stored": False}, timeout=300)
     assert result.state == "failed", result.task_states
 
@@ -73,7 +61,7 @@ def test_a_failed_prompt_costs_only_itself_across_machines(
     assert stored_ids == {task["taskId"] for task in tasks if task["kind"] == "upscale"} | {grid["taskId"]}
     reasons = {index: report["entries"][index]["failures"][0] for index in (REJECTED, FAILED)}
     assert reasons[REJECTED]["error"] == "InvalidRequestError"
-    assert "Banned prompt detected" in reasons[REJECTED]["reason"]
+    assert BANNED in reasons[REJECTED]["reason"]
     assert reasons[FAILED]["error"] == "TaskFailedError"
-    assert "Request cancelled due to output filters" in reasons[FAILED]["reason"]
+    assert FILTERED in reasons[FAILED]["reason"]
     assert API_KEY not in json.dumps(report)
