@@ -54,6 +54,7 @@ from airflow_provider_lotimage.storage.images import (
 from airflow_provider_lotimage.storage.layout import QUADRANT_BUTTONS
 from airflow_provider_lotimage.storage.store import PictureStore
 from airflow_provider_lotimage.utils.failures import fail_fast
+from airflow_provider_lotimage.utils.metrics import AirflowMetrics
 from airflow_provider_lotimage.utils.templating import fixed_part
 
 if TYPE_CHECKING:
@@ -275,7 +276,7 @@ class SaveImagesOperator(BaseOperator):
         with fail_fast(resubmits=False):  # bad input: no Airflow retry can fix it
             results = parse_results(self.result)
             destination = resolve_destination(self.destination)
-        store = PictureStore(destination)
+        store = PictureStore(destination, metrics=AirflowMetrics())
         store.sweep((result["lotimage_task_id"] for result in results), self.log)
         paths: list[str] = []
         new_paths: list[str] = []
