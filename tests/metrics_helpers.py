@@ -61,14 +61,16 @@ class StatsdLine:
     value: float
     type: str
     raw: str
+    #: The UDP port it came from: the sending process's socket.
+    port: int = 0
 
     @classmethod
-    def parse(cls, raw: str) -> StatsdLine:
+    def parse(cls, raw: str, port: int = 0) -> StatsdLine:
         head, _, rest = raw.partition(":")
         value, _, kind = rest.partition("|")
         name, *pairs = head.split(",")
         tags = dict(pair.split("=", 1) for pair in pairs)
-        return cls(name, tags, float(value), kind.split("|")[0], raw)
+        return cls(name, tags, float(value), kind.split("|")[0], raw, port)
 
 
 class StatsdListener:
@@ -87,14 +89,14 @@ class StatsdListener:
     def _read(self) -> None:
         while not self._stop.is_set():
             try:
-                data = self.sock.recv(65535)
+                data, (_, port) = self.sock.recvfrom(65535)
             except TimeoutError:
                 continue
             except OSError:
                 return
             for raw in data.decode("utf-8", "replace").splitlines():
                 if raw.strip():
-                    self.lines.append(StatsdLine.parse(raw.strip()))
+                    self.lines.append(StatsdLine.parse(raw.strip(), port))
 
     def ours(self, prefix: str) -> list[StatsdLine]:
         """Return the lines whose name starts with ``prefix`` (Airflow sends its own too)."""
@@ -112,6 +114,17 @@ class StatsdListener:
         self._stop.set()
         self._thread.join(timeout=2)
         self.sock.close()
+
+
+def statsd_env(port: int, prefix: str) -> dict[str, str]:
+    """Airflow's ``[metrics]`` for StatsD to ``port`` on loopback, tags in the name (docs/metrics.md)."""
+    return {
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(port),
+        "AIRFLOW__METRICS__STATSD_PREFIX": prefix,
+        "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
+    }
 
 
 def counts(lines: list[StatsdLine], name: str, *by: str) -> Counter[tuple[str | None, ...]]:

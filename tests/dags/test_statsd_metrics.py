@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.dags.metrics_dag import PROMPT
-from tests.metrics_helpers import StatsdListener, counts
+from tests.metrics_helpers import StatsdListener, counts, statsd_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATSD_PREFIX = "lotimagetest"
@@ -31,17 +31,6 @@ def listener() -> Any:
     listener.close()
 
 
-def statsd_env(port: int) -> dict[str, str]:
-    """The ``[metrics]`` settings of a deployment that sends StatsD with tags (docs/metrics.md)."""
-    return {
-        "AIRFLOW__METRICS__STATSD_ON": "True",
-        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
-        "AIRFLOW__METRICS__STATSD_PORT": str(port),
-        "AIRFLOW__METRICS__STATSD_PREFIX": STATSD_PREFIX,
-        "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
-    }
-
-
 def test_dag_metrics_reach_statsd_and_match_the_emulator(
     airflow_db: None,
     lotimage_emulator: Any,
@@ -52,7 +41,7 @@ def test_dag_metrics_reach_statsd_and_match_the_emulator(
     conn = {"conn_type": "lotimage", "host": lotimage_emulator.url, "password": lotimage_api_key}
     env = {
         **os.environ,
-        **statsd_env(listener.port),
+        **statsd_env(listener.port, STATSD_PREFIX),
         "AIRFLOW_CONN_LOTIMAGE_DEFAULT": json.dumps(conn),
         "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0",
     }
