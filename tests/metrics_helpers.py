@@ -102,12 +102,15 @@ class StatsdListener:
         """Return the lines whose name starts with ``prefix`` (Airflow sends its own too)."""
         return [line for line in list(self.lines) if line.name.startswith(prefix)]
 
-    def settle(self, quiet: float = 0.5, timeout: float = 10.0) -> None:
-        """Wait until no line arrived for ``quiet`` seconds (UDP has no end of stream)."""
+    def settle(self, prefix: str = "", quiet: float = 0.5, timeout: float = 10.0) -> None:
+        """Wait until no line starting with ``prefix`` arrived for ``quiet`` seconds.
+
+        UDP has no end of stream; a deployment's own services send their metrics all along.
+        """
         deadline = time.monotonic() + timeout
         seen = -1
-        while time.monotonic() < deadline and seen != len(self.lines):
-            seen = len(self.lines)
+        while time.monotonic() < deadline and seen != len(self.ours(prefix)):
+            seen = len(self.ours(prefix))
             time.sleep(quiet)
 
     def close(self) -> None:

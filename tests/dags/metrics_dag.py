@@ -47,7 +47,10 @@ def build_dag(destination: str) -> Any:
 
 
 def main(destination: str) -> int:
+    from tests.compat import shims
     from tests.dag_helpers import run_dag
+
+    shims.install()  # as tests/conftest.py does: the helpers run on Airflow 3.1 and 3.2 too
 
     run = run_dag(build_dag(destination))
     print(f"lotimage_metrics run: {run.state}")

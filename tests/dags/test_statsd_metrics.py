@@ -55,7 +55,7 @@ def test_dag_metrics_reach_statsd_and_match_the_emulator(
         timeout=240,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    listener.settle()
+    listener.settle(f"{STATSD_PREFIX}.lotimage.")
     ours = listener.ours(f"{STATSD_PREFIX}.lotimage.")
     name = f"{STATSD_PREFIX}.lotimage."
     stats = lotimage_emulator.stats()

@@ -79,7 +79,7 @@ def test_deferrable_example_succeeds(
     for picture in pictures:
         with Image.open(picture) as image:
             image.verify()
-    statsd.settle()
+    statsd.settle(OURS)
     _check_metrics(af, emulator, requests_before, statsd.lines[lines_before:], pictures)
 
 
