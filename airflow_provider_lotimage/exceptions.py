@@ -109,6 +109,10 @@ class ServiceUnreachableError(TransientError):
     """The request never reached LotImage (connection refused, connect timeout): safe to resend."""
 
 
+class ReadTimeoutError(TransientError):
+    """The request was sent but no answer came in time: a paid one may have been received."""
+
+
 class MalformedResponseError(TransientError):
     """The service answered something that is not the documented JSON."""
 

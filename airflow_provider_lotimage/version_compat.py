@@ -22,6 +22,16 @@ and 3.3.
   ``amask_secret``); 3.1 and 3.2 have no ``amask_secret``, and their own async connection read
   calls the sync ``mask_secret`` from the loop, which is what this provider does there too.
 
+* :func:`airflow_stats` (3.2): Airflow's ``Stats``, set up in this process. 3.1's
+  ``airflow.stats.Stats`` sets itself up from ``[metrics]`` on first use, in any process. From 3.2
+  on, the Task SDK's ``Stats`` (``airflow.sdk.observability.stats``) sends nothing until a process
+  initializes it with a backend factory: the task runner does (and 3.3 when it loads its
+  serializers), but the triggerer's trigger runner initializes only the core's copy, and a
+  ``dag.test()`` may have loaded it before the configuration turned metrics on. So the first use
+  in a process initializes it as the task runner does, when it has no backend yet or the no-op
+  one while ``[metrics]`` asks for another; never a second time, so a backend Airflow set up is
+  kept.
+
 Not a version difference: a trigger ending its task (``TaskSuccessEvent`` with ``xcoms``,
 ``end_from_trigger``). 3.1, 3.2 and 3.3 define the event alike and their triggerers handle it
 alike (``airflow.models.trigger.handle_event_submit``: state set, XComs stored, a success callback
@@ -33,7 +43,8 @@ triggerer on every supported version.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pydantic import JsonValue
@@ -74,11 +85,53 @@ else:
         mask_secret(secret, name)
 
 
+_stats_ready_in: int | None = None
+
+
+def airflow_stats() -> Any:
+    """Return Airflow's ``Stats``, initialized in this process if Airflow did not (see the module doc)."""
+    global _stats_ready_in
+    if not AIRFLOW_V_3_2_PLUS:
+        from airflow.stats import Stats
+
+        return Stats
+    from airflow.providers.common.compat.sdk import Stats
+
+    if _stats_ready_in != os.getpid():
+        _initialize_sdk_stats(Stats)
+        _stats_ready_in = os.getpid()
+    return Stats
+
+
+def _initialize_sdk_stats(stats_cls: Any) -> None:
+    """Give the Task SDK's ``Stats`` the backend ``[metrics]`` asks for, unless it has a real one."""
+    from airflow.sdk._shared.observability.metrics import stats as sdk_stats
+    from airflow.sdk._shared.observability.metrics.base_stats_logger import NoStatsLogger
+    from airflow.sdk.observability.metrics import stats_utils
+
+    if AIRFLOW_V_3_3_PLUS:
+        current = getattr(sdk_stats, "_factory", None)
+        factory = stats_utils.get_stats_factory()  # type: ignore[call-arg]
+    else:
+        current = type.__getattribute__(stats_cls, "factory")
+        factory = stats_utils.get_stats_factory(stats_cls)  # type: ignore[call-arg]
+    if current not in (None, NoStatsLogger) or factory is NoStatsLogger:
+        return
+    if AIRFLOW_V_3_3_PLUS:
+        from airflow.providers.common.compat.sdk import conf
+
+        legacy = conf.getboolean("metrics", "legacy_names_on", fallback=False)
+        sdk_stats.initialize(factory=factory, export_legacy_names=legacy)  # type: ignore[call-arg]
+    else:
+        stats_cls.initialize(factory=factory)
+
+
 __all__ = [
     "AIRFLOW_V_3_2_PLUS",
     "AIRFLOW_V_3_3_PLUS",
     "HAS_DECLARATIVE_CONNECTION_FORM",
     "HAS_START_FROM_TRIGGER",
     "HAS_TASK_STATE_STORE",
+    "airflow_stats",
     "amask_secret",
 ]

@@ -37,7 +37,7 @@ from airflow_provider_lotimage.client.transport import (
     unreachable,
     unsendable,
 )
-from airflow_provider_lotimage.exceptions import LotImageError, TransientError
+from airflow_provider_lotimage.exceptions import LotImageError, ReadTimeoutError, TransientError
 
 _CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
@@ -193,7 +193,7 @@ class AsyncTransport:
         if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
             return unreachable(self.settings)
         if isinstance(exc, TimeoutError):
-            return TransientError("LotImage did not answer in time (read timeout)")
+            return ReadTimeoutError("LotImage did not answer in time (read timeout)")
         return TransientError(
             f"the connection to LotImage broke before an answer came ({type(exc).__name__})"
         )

@@ -15,7 +15,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from airflow_provider_lotimage.client import metric_names as names
 from airflow_provider_lotimage.client.contract import TaskProgress
+from airflow_provider_lotimage.client.metrics import NO_METRICS, Metrics, report_failure
 from airflow_provider_lotimage.client.schedule import adaptive_delay
 from airflow_provider_lotimage.exceptions import (
     LotImageError,
@@ -27,6 +29,7 @@ from airflow_provider_lotimage.exceptions import (
 #: Default seconds without any progress before a task counts as stalled. Generous, because a task
 #: queued behind the key's running tasks legitimately shows 0 % for minutes.
 DEFAULT_STALL_TIMEOUT = 900.0
+
 
 @dataclass
 class ProgressWatch:
@@ -156,12 +159,32 @@ class ProgressWatch:
         if progress <= 0:
             self.zero_seen_at = now
 
-    def step(self, outcome: TaskProgress | TransientError, now: float | None = None) -> TaskProgress | None:
-        """One poll's outcome in, the finished task out (or None to keep waiting)."""
-        if isinstance(outcome, TransientError):
-            self.observe_error(outcome, now)
-            return None
-        return outcome if self.observe(outcome, now) else None
+    def step(
+        self,
+        outcome: TaskProgress | TransientError,
+        now: float | None = None,
+        *,
+        metrics: Metrics = NO_METRICS,
+    ) -> TaskProgress | None:
+        """One poll's outcome in, the finished task out (or None to keep waiting).
+
+        The one place a wait's end is seen, whoever waits (poke, blocking wait, trigger): a
+        finished task's seconds since :attr:`started_at` go to ``metrics`` by kind, a stall or a
+        timeout by reason (the service's own verdicts are counted by the read: :mod:`.retry`).
+        """
+        now = time.time() if now is None else now
+        try:
+            if isinstance(outcome, TransientError):
+                self.observe_error(outcome, now)
+                return None
+            if not self.observe(outcome, now):
+                return None
+        except (TaskStalledError, TaskTimeoutError) as error:
+            report_failure(metrics, error)
+            raise
+        kind = {names.TAG_KIND: self.kind or names.KIND_UNKNOWN}
+        metrics.timing(names.TASK_DURATION, max(0.0, now - self.started_at), tags=kind)
+        return outcome
 
     def first_poll_in(self, now: float | None = None) -> float:
         """Seconds to wait before the first read: until :attr:`first_poll_at`, or 0 without it.

@@ -16,6 +16,10 @@ When the attempts are spent (:func:`_spent`, for both transports): a paid call a
 raise the last error; a waiting loop's read (``give_back``) returns it, and the wait counts it as
 "no progress", bounded by its stall and overall timeouts, so an outage longer than one loop is
 waited out instead of failing the task.
+
+The loop is also where the calls are counted
+(:mod:`airflow_provider_lotimage.client.metrics`): every attempt by endpoint and outcome, each 429 and the seconds it held the key back, each paid task the service accepted, and
+a paid call or a waiting read that ends the task without a picture.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from airflow_provider_lotimage.client import metric_names as names
 from airflow_provider_lotimage.client.contract import SUBMIT_SAFE_RETRY_STATUSES
 from airflow_provider_lotimage.client.limiter import RateLimiter
+from airflow_provider_lotimage.client.metrics import NO_METRICS, Metrics, outcome_of, report_failure
 from airflow_provider_lotimage.client.transport import Call
 from airflow_provider_lotimage.exceptions import (
     AmbiguousSubmitError,
@@ -90,17 +96,28 @@ class RetryPolicy:
     max_delay: float = 30.0
 
     @contextlib.contextmanager
-    def judged(self, call: Call[Any]) -> Iterator[None]:
+    def judged(self, call: Call[Any], metrics: Metrics = NO_METRICS) -> Iterator[None]:
         """Let an attempt's error through, unless it is a paid call's that cannot be resent safely.
+
+        Counts the attempt by its outcome (a 429 also as such), and a paid call's success as one
+        paid task of its kind.
 
         :raises AmbiguousSubmitError: a paid call failed in a way that may have created the task.
         """
+        endpoint = {names.TAG_ENDPOINT: call.name}
         try:
             yield
         except LotImageError as error:
+            outcome = outcome_of(error)
+            metrics.incr(names.API_CALLS, tags={**endpoint, names.TAG_OUTCOME: outcome})
+            if outcome == names.OUTCOME_RATE_LIMITED:
+                metrics.incr(names.API_RATE_LIMITED, tags=endpoint)
             if call.paid and error.retryable and not certainly_not_received(error):
                 raise ambiguous(error, call.name) from error
             raise
+        metrics.incr(names.API_CALLS, tags={**endpoint, names.TAG_OUTCOME: names.OUTCOME_OK})
+        if call.paid:
+            metrics.incr(names.PAID_TASKS, tags={names.TAG_KIND: call.kind or names.KIND_UNKNOWN})
 
     def delay(self, error: BaseException | None, attempt: int) -> float:
         """Return the seconds to wait after failed attempt ``attempt``.
@@ -121,20 +138,23 @@ class RetryPolicy:
         attempt: Callable[[], T],
         *,
         give_back: bool = False,
+        metrics: Metrics = NO_METRICS,
     ) -> T | TransientError:
         """Make ``attempt`` (one send of ``call``) until it succeeds or the policy says stop.
 
         :param give_back: a waiting loop's read: once the attempts are spent, return the last
             error instead of raising it (see :func:`_spent`). Never for a paid call.
+        :param metrics: where the attempts are counted (see the module doc).
         :raises AmbiguousSubmitError: a paid call failed in a way that may have created the task.
         :raises LotImageError: an error that is not retried, or the last one when not given back.
         """
 
         def judged_attempt() -> T:
-            with self.judged(call):
+            with self.judged(call, metrics):
                 return attempt()
 
-        return self.retrying(call, limiter, log, give_back=give_back)(judged_attempt)
+        with _task_ending(call, metrics, give_back=give_back):
+            return self.retrying(call, limiter, log, give_back=give_back, metrics=metrics)(judged_attempt)
 
     async def arun(
         self,
@@ -144,18 +164,26 @@ class RetryPolicy:
         attempt: Callable[[], Awaitable[T]],
         *,
         give_back: bool = False,
+        metrics: Metrics = NO_METRICS,
     ) -> T | TransientError:
         """Async :meth:`run`: the same rules, the limiter awaited, ``attempt`` awaited."""
 
         async def judged_attempt() -> T:
-            with self.judged(call):
+            with self.judged(call, metrics):
                 return await attempt()
 
-        loop = self.aretrying(call, limiter, log, give_back=give_back)
-        return cast("T | TransientError", await loop(judged_attempt))
+        loop = self.aretrying(call, limiter, log, give_back=give_back, metrics=metrics)
+        with _task_ending(call, metrics, give_back=give_back):
+            return cast("T | TransientError", await loop(judged_attempt))
 
     def retrying(
-        self, call: Call[Any], limiter: RateLimiter, log: WarningLog, *, give_back: bool = False
+        self,
+        call: Call[Any],
+        limiter: RateLimiter,
+        log: WarningLog,
+        *,
+        give_back: bool = False,
+        metrics: Metrics = NO_METRICS,
     ) -> Retrying:
         """Return tenacity's loop for one sync call (see :meth:`rules`).
 
@@ -164,18 +192,24 @@ class RetryPolicy:
         """
 
         def before_sleep(state: RetryCallState) -> None:
-            if seconds := _announce(state, call, log):
+            if seconds := _announce(state, call, log, metrics):
                 limiter.block_for(seconds)
 
         return Retrying(**self.rules(call, log, give_back=give_back), before_sleep=before_sleep)
 
     def aretrying(
-        self, call: Call[Any], limiter: RateLimiter, log: WarningLog, *, give_back: bool = False
+        self,
+        call: Call[Any],
+        limiter: RateLimiter,
+        log: WarningLog,
+        *,
+        give_back: bool = False,
+        metrics: Metrics = NO_METRICS,
     ) -> AsyncRetrying:
         """Return tenacity's loop for one async call, the limiter awaited; call it as :meth:`arun` does."""
 
         async def before_sleep(state: RetryCallState) -> None:
-            if seconds := _announce(state, call, log):
+            if seconds := _announce(state, call, log, metrics):
                 await limiter.ablock_for(seconds)
 
         return AsyncRetrying(**self.rules(call, log, give_back=give_back), before_sleep=before_sleep)
@@ -208,12 +242,33 @@ class RetryPolicy:
         }
 
 
-def _announce(state: RetryCallState, call: Call[Any], log: WarningLog) -> float:
-    """Log the coming retry; return how long to hold the key back (0 unless the service said 429)."""
+def _announce(state: RetryCallState, call: Call[Any], log: WarningLog, metrics: Metrics) -> float:
+    """Log the coming retry; return how long to hold the key back (0 unless the service said 429).
+
+    The seconds a 429 holds the key back are counted here, where they are decided.
+    """
     error = state.outcome.exception() if state.outcome else None
     seconds = state.next_action.sleep if state.next_action else 0.0
     log.warning("LotImage %s failed (%s); retrying in %.1f s", call.name, error, seconds)
-    return seconds if isinstance(error, RateLimitedError) else 0.0
+    if not isinstance(error, RateLimitedError):
+        return 0.0
+    metrics.timing(names.API_HELD_BACK_SECONDS, seconds, tags={names.TAG_ENDPOINT: call.name})
+    return seconds
+
+
+@contextlib.contextmanager
+def _task_ending(call: Call[Any], metrics: Metrics, *, give_back: bool) -> Iterator[None]:
+    """Count a task that a paid call's or a waiting read's error ends without a picture.
+
+    Only those two: a paid call's error means no task to wait for (or one not to be paid twice),
+    a waiting read's error (one not given back) ends the wait. Other reads report nothing here.
+    """
+    try:
+        yield
+    except LotImageError as error:
+        if call.paid or give_back:
+            report_failure(metrics, error)
+        raise
 
 
 def _spent(state: RetryCallState, call: Call[Any], log: WarningLog, *, give_back: bool) -> TransientError:

@@ -30,6 +30,7 @@ from airflow_provider_lotimage.exceptions import (
     ConnectionConfigError,
     LotImageError,
     ProxyError,
+    ReadTimeoutError,
     ServiceUnreachableError,
     TLSError,
     TransientError,
@@ -52,7 +53,8 @@ class Call(Generic[T]):
     """One LotImage request, whichever transport carries it.
 
     ``paid`` calls create a task the key pays for; :mod:`.retry` resends them only when the service
-    certainly did not receive them.
+    certainly did not receive them. ``kind`` is a paid task's kind (``client.schedule.KIND_*``),
+    the tag its cost is counted under (:mod:`airflow_provider_lotimage.client.metrics`).
     """
 
     name: str
@@ -60,6 +62,7 @@ class Call(Generic[T]):
     body: Mapping[str, Any]
     paid: bool
     parse: Callable[[Reply], T]
+    kind: str | None = None
 
 
 class BearerAuth(AuthBase):
@@ -157,7 +160,7 @@ def requests_failure(exc: requests.RequestException, settings: ConnectionSetting
     if isinstance(exc, requests.ConnectTimeout) or isinstance(reason, urllib3.exceptions.NewConnectionError):
         return unreachable(settings)
     if isinstance(exc, requests.Timeout):
-        return TransientError("LotImage did not answer in time (read timeout)")
+        return ReadTimeoutError("LotImage did not answer in time (read timeout)")
     return TransientError(f"the connection to LotImage broke before an answer came ({type(reason).__name__})")
 
 

@@ -13,8 +13,10 @@ from asgiref.sync import sync_to_async
 
 from airflow_provider_lotimage.client import contract
 from airflow_provider_lotimage.client.contract import TaskProgress
+from airflow_provider_lotimage.client.metrics import Metrics, apaced, paced
 from airflow_provider_lotimage.client.progress import DEFAULT_STALL_TIMEOUT, ProgressWatch
 from airflow_provider_lotimage.client.retry import RetryPolicy
+from airflow_provider_lotimage.client.schedule import KIND_IMAGINE, kind_of_button
 from airflow_provider_lotimage.client.settings import ConnectionSettings, read_settings
 from airflow_provider_lotimage.client.transport import Call, Reply, SyncTransport, requests_session
 from airflow_provider_lotimage.client.validation import (
@@ -25,6 +27,7 @@ from airflow_provider_lotimage.client.validation import (
 from airflow_provider_lotimage.exceptions import AuthError, LotImageError, TaskNotFoundError, TransientError
 from airflow_provider_lotimage.ratelimit.registry import limiter_of
 from airflow_provider_lotimage.utils import connection_form
+from airflow_provider_lotimage.utils.metrics import AirflowMetrics
 from airflow_provider_lotimage.utils.secrets import (
     aregister_secret,
     register_secret,
@@ -63,6 +66,7 @@ class LotImageHook(BaseHook):
     conn_type = "lotimage"
     hook_name = "LotImage"
     default_host = contract.DEFAULT_BASE_URL
+    metrics: Metrics = AirflowMetrics()  # where the client's figures go: Airflow's Stats
 
     if not HAS_DECLARATIVE_CONNECTION_FORM:  # Airflow 3.1 asks the hook for the connection form
         get_ui_field_behaviour = connection_form.get_ui_field_behaviour
@@ -244,7 +248,7 @@ class LotImageHook(BaseHook):
         )
         if kind is not None and adaptive:
             time.sleep(watch.next_poll_in(poll_interval))
-        while (done := watch.step(self.poll_once(lotimage_task_id))) is None:
+        while (done := watch.step(self.poll_once(lotimage_task_id), metrics=self.metrics)) is None:
             if watch.moved and on_progress is not None:
                 on_progress(watch.last_progress)
             time.sleep(watch.next_poll_in(poll_interval))
@@ -271,13 +275,13 @@ class LotImageHook(BaseHook):
 
     def _request(self, call: Call[T], *, give_back: bool = False) -> Any:
         """Send ``call`` under the retry policy, waiting for the key's rate limiter before each try."""
-        transport, limiter = self.transport, self.limiter
+        transport, limiter, metrics = self.transport, self.limiter, self.metrics
 
         def attempt() -> T:
-            limiter.acquire()
+            paced(limiter, metrics, call.name)
             return call.parse(transport.send(call))
 
-        return self.retry_policy.run(call, limiter, self.log, attempt, give_back=give_back)
+        return self.retry_policy.run(call, limiter, self.log, attempt, give_back=give_back, metrics=metrics)
 
     async def _arequest(self, call: Call[T], *, give_back: bool = False) -> Any:
         """Async :meth:`_request`: the shared session of the loop, the real send moment reported."""
@@ -286,10 +290,11 @@ class LotImageHook(BaseHook):
         async with transport.session() as session:
 
             async def attempt() -> T:
-                slot = await limiter.acquire_async()
+                slot = await apaced(limiter, self.metrics, call.name)
                 return call.parse(await transport.send(session, call, slot))
 
-            return await self.retry_policy.arun(call, limiter, self.log, attempt, give_back=give_back)
+            policy, metrics = self.retry_policy, self.metrics
+            return await policy.arun(call, limiter, self.log, attempt, give_back=give_back, metrics=metrics)
 
 
 def _submit_body(*, cutting: bool, webhook: str | None, **fields: Any) -> dict[str, Any]:
@@ -300,7 +305,8 @@ def _submit_body(*, cutting: bool, webhook: str | None, **fields: Any) -> dict[s
 
 
 def _submit_call(name: str, path: str, body: dict[str, Any]) -> Call[str]:
-    return Call(name, path, body, paid=True, parse=_parse_submit)
+    kind = kind_of_button(body["button"]) if "button" in body else KIND_IMAGINE  # the cost's tag
+    return Call(name, path, body, paid=True, parse=_parse_submit, kind=kind)
 
 
 def _parse_submit(reply: Reply) -> str:

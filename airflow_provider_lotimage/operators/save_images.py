@@ -58,6 +58,7 @@ from airflow_provider_lotimage.storage.images import (
 from airflow_provider_lotimage.storage.layout import QUADRANT_BUTTONS
 from airflow_provider_lotimage.storage.store import PictureStore
 from airflow_provider_lotimage.utils.failures import fail_fast
+from airflow_provider_lotimage.utils.metrics import AirflowMetrics
 from airflow_provider_lotimage.utils.templating import fixed_part
 
 if TYPE_CHECKING:
@@ -323,7 +324,7 @@ class SaveImagesOperator(BaseOperator):
         """Store the pictures of validated ``results`` and tell the asset event what was new."""
         with fail_fast(resubmits=False):
             destination = resolve_destination(self.destination)
-        store = PictureStore(destination)
+        store = PictureStore(destination, metrics=AirflowMetrics())
         store.sweep((result["lotimage_task_id"] for result in results), self.log)
         stored = Stored(str(store.directory))
         with self._download_session() as session:

@@ -216,7 +216,7 @@ class TaskProgressSensor(BaseSensorOperator):
             return False
         try:
             with fail_fast(resubmits=False):
-                done = watch.step(self.hook.poll_once(self.lotimage_task_id))
+                done = watch.step(self.hook.poll_once(self.lotimage_task_id), metrics=self.hook.metrics)
         except Exception:
             self._drop_watch(context)
             raise

@@ -44,6 +44,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from airflow_provider_lotimage.client import metric_names as names
+from airflow_provider_lotimage.client.metrics import NO_METRICS, Metrics
 from airflow_provider_lotimage.client.redaction import redact_url, scrub
 from airflow_provider_lotimage.exceptions import LotImageInputError, StorageError
 from airflow_provider_lotimage.storage.images import picture_info
@@ -129,10 +131,14 @@ def _storage_error(exc: OSError, action: str, where: str, *, bucket: str | None)
 
 
 class PictureStore:
-    """Reads and writes the picture/sidecar pairs of one destination directory (see the module doc)."""
+    """Reads and writes the picture/sidecar pairs of one destination directory (see the module doc).
 
-    def __init__(self, directory: ObjectStoragePath) -> None:
+    :param metrics: where each picture stored is counted, with its bytes, once its sidecar is written.
+    """
+
+    def __init__(self, directory: ObjectStoragePath, *, metrics: Metrics = NO_METRICS) -> None:
         self.directory = directory
+        self.metrics = metrics
         self.protocol = str(directory.protocol or "").lower()
         self.local: Path | None = Path(directory.path) if self.protocol in LOCAL_PROTOCOLS else None
         self.object_store = self.protocol in OBJECT_STORE_PROTOCOLS
@@ -303,6 +309,9 @@ class PictureStore:
             sidecar.to_json(),
             f"write the sidecar of picture {index} of LotImage task {task_id} to",
         )
+        storage = {names.TAG_STORAGE: self.protocol or "file"}  # the sidecar stores the picture
+        self.metrics.incr(names.PICTURES_STORED, tags=storage)
+        self.metrics.incr(names.PICTURES_BYTES, len(data), tags=storage)
 
     def _publish(self, name: str, data: bytes, action: str) -> None:
         """Make ``name`` appear with all of ``data`` at once (see the module doc, per protocol)."""

@@ -229,7 +229,8 @@ class TaskProgressTrigger(BaseTrigger):
             # A task of known kind is first read near its expected end, not at once: a grid read
             # at the end of the hold shows 0 % and costs a read that tells nothing.
             await asyncio.sleep(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
-        while (done := watch.step(await hook.apoll_once(self.lotimage_task_id))) is None:
+        metrics = hook.metrics
+        while (done := watch.step(await hook.apoll_once(self.lotimage_task_id), metrics=metrics)) is None:
             if watch.moved:
                 self.log.info("LotImage task %s: %d%%", self.lotimage_task_id, watch.last_progress)
             await asyncio.sleep(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from airflow_provider_lotimage.client.contract import TaskProgress
+from airflow_provider_lotimage.client.metrics import NO_METRICS
 from airflow_provider_lotimage.client.progress import ProgressWatch
 from airflow_provider_lotimage.client.schedule import (
     FINISH_MARGIN,
@@ -425,6 +426,8 @@ class FakeClock:
 
 class FakeHook:
     """Answers ``poll_once`` from a simulated task, on the fake clock."""
+
+    metrics = NO_METRICS
 
     def __init__(self, clock: FakeClock, task: LinearTask) -> None:
         self.clock, self.task, self.reads = clock, task, 0

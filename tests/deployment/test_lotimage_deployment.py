@@ -1,5 +1,6 @@
 """The deferrable example DAG on a real deployment (api-server, scheduler, DAG processor,
-triggerer), against the emulator: it succeeds, and survives a triggerer crash with one paid call."""
+triggerer), against the emulator: it succeeds, its metrics reach a StatsD listener from the worker
+and the triggerer, and it survives a triggerer crash with one paid call."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ from lotimage_emulator.pytest_plugin import TEST_API_KEY
 from PIL import Image
 
 from airflow_harness import AirflowDeployment
+from tests.metrics_helpers import StatsdLine, StatsdListener, counts, statsd_env
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(600)]
 
 EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "example_dags"
 DAG_ID = "example_lotimage_imagine_deferrable"
+STATSD_PREFIX = "deployment"
+OURS = f"{STATSD_PREFIX}.lotimage."
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +38,16 @@ def output_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def deployment(emulator: Emulator, output_dir: Path) -> Iterator[AirflowDeployment]:
+def statsd() -> Iterator[StatsdListener]:
+    listener = StatsdListener()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture(scope="module")
+def deployment(emulator: Emulator, output_dir: Path, statsd: StatsdListener) -> Iterator[AirflowDeployment]:
     env = {
+        **statsd_env(statsd.port, STATSD_PREFIX),
         "AIRFLOW_CONN_LOTIMAGE_DEFAULT": json.dumps(
             {"conn_type": "lotimage", "host": emulator.url, "password": TEST_API_KEY}
         ),
@@ -46,13 +58,16 @@ def deployment(emulator: Emulator, output_dir: Path) -> Iterator[AirflowDeployme
         yield af
 
 
-
 def _imagines(emulator: Emulator) -> int:
     return emulator.stats()["submissions"]["imagine"]
 
 
-def test_deferrable_example_succeeds(af: AirflowDeployment, emulator: Emulator, output_dir: Path) -> None:
+def test_deferrable_example_succeeds(
+    af: AirflowDeployment, emulator: Emulator, output_dir: Path, statsd: StatsdListener
+) -> None:
     before = _imagines(emulator)
+    requests_before = emulator.stats()["requests"]
+    lines_before = len(statsd.lines)
     result = af.run_dag(DAG_ID, timeout=240)
     assert result.ok, result
     assert result.task_states == {"imagine": "success", "save": "success"}
@@ -64,6 +79,39 @@ def test_deferrable_example_succeeds(af: AirflowDeployment, emulator: Emulator, 
     for picture in pictures:
         with Image.open(picture) as image:
             image.verify()
+    statsd.settle(OURS)
+    _check_metrics(af, emulator, requests_before, statsd.lines[lines_before:], pictures)
+
+
+def _check_metrics(
+    af: AirflowDeployment,
+    emulator: Emulator,
+    requests_before: dict[str, int],
+    lines: list[StatsdLine],
+    pictures: list[Path],
+) -> None:
+    """The run's metrics match the emulator's counters: the submit from a worker, the reads from
+    the triggerer (the deferred imagine reads nothing on a worker), the pictures from a worker."""
+    requests = {name: n - requests_before[name] for name, n in emulator.stats()["requests"].items()}
+    ours = [line for line in lines if line.name.startswith(OURS)]
+    calls = counts(ours, OURS + "api.calls", "endpoint", "outcome")
+    assert calls == {("imagine", "ok"): requests["imagine"], ("task/progress", "ok"): requests["progress"]}
+    assert requests["imagine"] == 1 and requests["progress"] >= 1
+    assert counts(ours, OURS + "paid_tasks", "kind") == {("imagine",): 1}
+    assert [line.tags for line in ours if line.name == OURS + "task.duration"] == [{"kind": "imagine"}]
+    assert counts(ours, OURS + "pictures.stored", "storage") == {("file",): len(pictures)}
+    # Where each came from: the UDP sockets the triggerer's processes hold.
+    triggerer = {
+        conn.laddr.port for proc in af.service_processes("triggerer") for conn in proc.net_connections("udp")
+    }
+    by_name: dict[str, set[int]] = {}
+    for line in ours:
+        by_name.setdefault(line.name + line.tags.get("endpoint", ""), set()).add(line.port)
+    assert by_name[OURS + "api.callstask/progress"] <= triggerer
+    assert by_name[OURS + "task.duration"] <= triggerer
+    assert not by_name[OURS + "api.callsimagine"] & triggerer  # sent from a worker
+    assert not by_name[OURS + "pictures.stored"] & triggerer
+    assert not [line.raw for line in lines if TEST_API_KEY in line.raw or "lighthouse" in line.raw.lower()]
 
 
 def test_triggerer_restart_while_deferred_pays_once(af: AirflowDeployment, emulator: Emulator) -> None:
