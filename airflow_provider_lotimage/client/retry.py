@@ -18,8 +18,9 @@ raise the last error; a waiting loop's read (``give_back``) returns it, and the 
 waited out instead of failing the task.
 
 The loop is also where the calls are counted
-(:mod:`airflow_provider_lotimage.client.metrics`): every attempt by endpoint and outcome, each 429 and the seconds it held the key back, each paid task the service accepted, and
-a paid call or a waiting read that ends the task without a picture.
+(:mod:`airflow_provider_lotimage.client.metrics`): every attempt by endpoint and outcome, each
+429 and the seconds it held the key back, each paid task the service accepted, and a paid call
+or a waiting read that ends the task without a picture.
 """
 
 from __future__ import annotations
