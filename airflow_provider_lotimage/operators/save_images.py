@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
+from airflow_provider_lotimage.client.contract import DEFAULT_BASE_URL
 from airflow_provider_lotimage.client.validation import require_text, validate_cutting, validate_task_id
 from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageInputError
 from airflow_provider_lotimage.keys import (
@@ -54,12 +55,14 @@ from airflow_provider_lotimage.storage.images import (
 from airflow_provider_lotimage.storage.layout import QUADRANT_BUTTONS
 from airflow_provider_lotimage.storage.store import PictureStore
 from airflow_provider_lotimage.utils.failures import fail_fast
+from airflow_provider_lotimage.utils.lineage import Stored
 from airflow_provider_lotimage.utils.templating import fixed_part
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     import requests
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from pydantic import JsonValue
 
@@ -269,6 +272,9 @@ class SaveImagesOperator(BaseOperator):
         self.timeout = timeout
         self.asset = asset
         self._private_redirects = False
+        self._api_url = DEFAULT_BASE_URL
+        #: What this try stored, for OpenLineage (``get_openlineage_facets_on_complete``).
+        self._lineage: Stored | None = None
 
     def execute(self, context: Context) -> list[str]:
         """Store every result's pictures, tell the asset event what was new, and return all paths."""
@@ -296,7 +302,12 @@ class SaveImagesOperator(BaseOperator):
             EVENT_DESTINATION: str(store.directory),
         }
         context["outlet_events"][self.asset].extra = extra
+        self._lineage = Stored.of(self._api_url, results, paths)
         return paths
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage: every picture and sidecar stored, from which LotImage tasks (utils/lineage)."""
+        return self._lineage.lineage() if self._lineage is not None else None
 
     def _download_session(self) -> requests.Session:
         """Return the hook's download session (proxy/TLS from the connection, never the API key)."""
@@ -310,6 +321,7 @@ class SaveImagesOperator(BaseOperator):
             session = hook.get_download_session()
             # Redirects into a private network only where LotImage itself is (the emulator).
             self._private_redirects = not is_public_host(urlsplit(hook.settings.base_url).hostname)
+            self._api_url = hook.settings.base_url
             return session
         except AirflowNotFoundException:
             # CDN links need no credentials, so a missing *default* connection is not an error; a

@@ -38,6 +38,8 @@ from airflow_provider_lotimage.version_compat import HAS_START_FROM_TRIGGER
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_lotimage.client.results import LotImageResult
+
 
 class TaskProgressSensor(BaseSensorOperator):
     """Wait for a LotImage task; its return value is the result dict.
@@ -166,7 +168,7 @@ class TaskProgressSensor(BaseSensorOperator):
         """Return the hook of ``lotimage_conn_id``, built on first use."""
         return LotImageHook(self.lotimage_conn_id)
 
-    def execute(self, context: Context) -> Any:
+    def execute(self, context: Context) -> LotImageResult | None:
         """Check the taskId, then wait by poking or, when deferrable, poke once and defer if not done.
 
         The one poke before deferring is the same read as any poke (a failed task fails here,
@@ -200,7 +202,7 @@ class TaskProgressSensor(BaseSensorOperator):
         )
         self.defer(trigger=trigger, method_name="execute_complete")
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> LotImageResult:
         """Resume after the trigger fired: validate its event and return the result dict."""
         with fail_fast(resubmits=False):
             return record_result(context, result_from_event(event))

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_lotimage import config
 from airflow_provider_lotimage.exceptions import LotImageError, TaskTimeoutError, error_class
+
+if TYPE_CHECKING:
+    from airflow_provider_lotimage.client.results import LotImageResult
 
 #: Seconds added to Airflow's ``[workers] min_heartbeat_interval`` to make the default delay of a
 #: trigger's first progress read (:func:`default_first_poll_delay`). It covers what happens after
@@ -109,7 +112,7 @@ def ends_in_triggerer(task: Any) -> bool:
     return True
 
 
-def result_from_event(event: Any) -> dict[str, Any]:
+def result_from_event(event: Any) -> LotImageResult:
     """Check a trigger event and return its result dict, or raise what went wrong.
 
     Shared by every ``execute_complete`` so they all validate events the same way.
@@ -130,4 +133,4 @@ def result_from_event(event: Any) -> dict[str, Any]:
         or not result.get("image_url")
     ):
         raise LotImageError(f"Malformed success event from TaskProgressTrigger: {event!r}")
-    return result
+    return cast("LotImageResult", result)
