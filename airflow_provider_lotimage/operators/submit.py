@@ -103,7 +103,9 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         usual) instead of resuming it on a worker. ``False``: resume in ``execute_complete`` as
         before, for what only a worker runs on success: ``on_success_callback`` (a task that has
         one, or ``outlets``, ends on a worker anyway), ``post_execute``, task listeners. Failures
-        always resume on a worker (failure and retry callbacks run as usual).
+        always resume on a worker (failure and retry callbacks run as usual). ``None`` (default):
+        ``True`` unless Airflow has task listeners (OpenLineage's), then ``False``: Airflow
+        refuses a DAG whose task has ``end_from_trigger=True`` once listeners are registered.
     :param adaptive_polling: read progress when the task has likely moved or finished (predicted
         from its kind and progress rate) instead of every ``poll_interval``; see
         :meth:`~airflow_provider_lotimage.client.progress.ProgressWatch.next_poll_in`.
@@ -125,7 +127,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         timeout: float | None = 3600.0,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         first_poll_delay: float | None = None,
-        end_from_trigger: bool = True,
+        end_from_trigger: bool | None = None,
         adaptive_polling: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -202,7 +204,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
                 result = result_from_event(event)
             result = record_result(context, result)
         self._release(context)
-        self._created = Created.of(self.hook.settings.base_url, result, self.request_fields())
+        self._created = Created.of(self.hook.settings.base_url, result, {})
         return result
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:

@@ -67,6 +67,8 @@ class TaskProgressSensor(BaseSensorOperator):
         it on a worker. ``False``: resume in ``execute_complete`` as before, for what only a worker
         runs on success: ``on_success_callback`` (a task that has one, or ``outlets``, ends on a
         worker anyway), ``post_execute``, task listeners. Failures always resume on a worker.
+        ``None`` (default): ``True`` unless Airflow has task listeners (OpenLineage's), then
+        ``False``: Airflow refuses ``end_from_trigger=True`` once listeners are registered.
     :param start_from_trigger: deferrable only, Airflow 3.3: the scheduler defers the task
         straight to the triggerer, so waiting never takes a worker (with ``end_from_trigger``, the
         task never runs on one). ``lotimage_task_id`` may be a Jinja template, rendered in the
@@ -104,7 +106,7 @@ class TaskProgressSensor(BaseSensorOperator):
         deferrable: bool = config.default_deferrable(),
         poke_interval: float = 10.0,
         first_poll_delay: float | None = None,
-        end_from_trigger: bool = True,
+        end_from_trigger: bool | None = None,
         start_from_trigger: bool = False,
         adaptive_polling: bool = True,
         **kwargs: Any,

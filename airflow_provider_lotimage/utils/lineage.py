@@ -75,9 +75,19 @@ class Created:
 
     @classmethod
     def of(cls, api_url: str, result: str | Mapping[str, Any], request: Mapping[str, Any]) -> Created:
-        """Read a submit operator's return value (a taskId or a result) and its ``request_fields``."""
-        task_id = result if isinstance(result, str) else str(result["lotimage_task_id"])
-        return cls(api_url, task_id, request.get("parent"), request.get("prompt"))
+        """Read a submit operator's return value (a taskId or a result) and its ``request_fields``.
+
+        A task resumed after its deferral has no ``request_fields`` (its input was checked before
+        it deferred): its result names the parent and the prompt.
+        """
+        if isinstance(result, str):
+            return cls(api_url, result, request.get("parent"), request.get("prompt"))
+        return cls(
+            api_url,
+            str(result["lotimage_task_id"]),
+            request.get("parent") or result.get("originating_task_id"),
+            request.get("prompt") or result.get("prompt"),
+        )
 
     def lineage(self) -> OperatorLineage:
         """Build the event: output the created task, input its parent, the ``lotimage`` run facet."""
