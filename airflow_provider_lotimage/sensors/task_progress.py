@@ -7,7 +7,7 @@ import time
 import warnings
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
@@ -36,7 +36,7 @@ from airflow_provider_lotimage.utils.task_state import release, task_state
 from airflow_provider_lotimage.version_compat import HAS_START_FROM_TRIGGER
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.sdk import Context, XComArg
 
     from airflow_provider_lotimage.client.results import LotImageResult
 
@@ -100,7 +100,7 @@ class TaskProgressSensor(BaseSensorOperator):
     def __init__(
         self,
         *,
-        lotimage_task_id: str,
+        lotimage_task_id: str | XComArg,
         lotimage_conn_id: str = LotImageHook.default_conn_name,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         deferrable: bool = config.default_deferrable(),
@@ -112,7 +112,8 @@ class TaskProgressSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
-        self.lotimage_task_id = lotimage_task_id
+        # Rendered (an XComArg resolved, a template filled) before execute reads it.
+        self.lotimage_task_id: str = cast("str", lotimage_task_id)
         self.lotimage_conn_id = lotimage_conn_id
         self.stall_timeout = stall_timeout
         self.deferrable = deferrable
