@@ -69,6 +69,12 @@ def gallery_extra_link() -> bool:
     return _task_conf().getboolean(SECTION, "gallery_extra_link", fallback=default)
 
 
+def lineage_include_prompt() -> bool:
+    """``[lotimage] lineage_include_prompt``: whether OpenLineage events carry the prompt (default off)."""
+    default = _declared("lineage_include_prompt") == "True"
+    return _task_conf().getboolean(SECTION, "lineage_include_prompt", fallback=default)
+
+
 def link_root() -> str:
     """Return where the extra link's gallery addresses start: ``[api] base_url`` plus the prefix."""
     base = _task_conf().get("api", "base_url", fallback="") or ""

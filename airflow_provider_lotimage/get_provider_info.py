@@ -57,7 +57,8 @@ _CONNECTION_TYPE: dict[str, Any] = {
 }
 
 
-#: ``[lotimage]``: the gallery's settings (read by the api-server, and by workers for the link).
+#: ``[lotimage]``: the gallery's settings (read by the api-server, and by workers for the link) and
+#: what the OpenLineage events may hold.
 _CONFIG: dict[str, Any] = {
     "lotimage": {
         "description": "The LotImage gallery: stored pictures inside the Airflow UI (api-server plugin).",
@@ -94,6 +95,15 @@ _CONFIG: dict[str, Any] = {
                 "type": "boolean",
                 "example": None,
                 "default": "True",
+            },
+            "lineage_include_prompt": {
+                "description": "Whether the OpenLineage events of ImagineOperator (with the OpenLineage "
+                "provider installed) carry the prompt in their ``lotimage`` run facet. Off by default: "
+                "prompts can be sensitive, and lineage backends keep them.",
+                "version_added": "0.1.0",
+                "type": "boolean",
+                "example": None,
+                "default": "False",
             },
         },
     }

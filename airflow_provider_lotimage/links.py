@@ -24,7 +24,11 @@ from airflow_provider_lotimage.client.redaction import redact_url
 from airflow_provider_lotimage.keys import IMAGE_URL_XCOM_KEY
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from airflow.providers.common.compat.sdk import BaseOperator, Context, TaskInstanceKey
+
+    from airflow_provider_lotimage.client.results import LotImageResult
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +67,14 @@ def gallery_link(root: str, ti_key: TaskInstanceKey) -> str:
     return root + "/link/" + "/".join(quote(part, safe="") for part in parts)
 
 
-def record_result(context: Context, result: dict[str, Any]) -> dict[str, Any]:
+def record_result(context: Context, result: LotImageResult) -> LotImageResult:
     """Log a finished task, record its picture URL for the extra link, and return the result."""
     context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value=result.get("image_url"))
     log_finished(log, result)
     return result
 
 
-def log_finished(logger: Any, result: dict[str, Any]) -> None:
+def log_finished(logger: Any, result: Mapping[str, Any]) -> None:
     """Log a finished task the same way wherever it ends: a worker, or the triggerer."""
     logger.info(
         "LotImage task %s finished: %s (%d separate pictures)",

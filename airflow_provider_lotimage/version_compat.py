@@ -17,6 +17,9 @@ and 3.3.
   scheduler branch is commented out ("TODO TaskSDK ... disabled") and the triggerer renders
   nothing: every task goes to a worker first, so ``TaskProgressSensor(start_from_trigger=True)``
   warns and defers from the worker as without it, literal taskId or not.
+* :func:`has_task_listeners` (3.2): whether Airflow's plugins registered task listeners (the
+  OpenLineage provider's, ...). From 3.2 a task runs them through the Task SDK's listener manager
+  (``airflow.sdk.listener``); 3.1's task runner through the core's (``airflow.listeners.listener``).
 * :func:`amask_secret` (3.3): registering a secret from an event loop. 3.3's triggerer sends
   requests to its supervisor from the loop's own thread only through ``asend`` (the Task SDK's
   ``amask_secret``); 3.1 and 3.2 have no ``amask_secret``, and their own async connection read
@@ -73,6 +76,16 @@ HAS_DECLARATIVE_CONNECTION_FORM: bool = AIRFLOW_V_3_2_PLUS
 #: Airflow 3.3: ``start_from_trigger`` tasks are deferred by the scheduler, and their templated
 #: trigger kwargs rendered by the triggerer (``BaseTrigger.render_template_fields``).
 HAS_START_FROM_TRIGGER: bool = AIRFLOW_V_3_3_PLUS
+
+
+def has_task_listeners() -> bool:
+    """Whether listeners from plugins run for this process's tasks (loads the plugins once)."""
+    if AIRFLOW_V_3_2_PLUS:
+        from airflow.sdk import listener
+    else:
+        from airflow.listeners import listener  # type: ignore[no-redef]
+    return bool(listener.get_listener_manager().has_listeners)
+
 
 if AIRFLOW_V_3_3_PLUS:
     from airflow.sdk.log import amask_secret
@@ -134,4 +147,5 @@ __all__ = [
     "HAS_TASK_STATE_STORE",
     "airflow_stats",
     "amask_secret",
+    "has_task_listeners",
 ]

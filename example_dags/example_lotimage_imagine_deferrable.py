@@ -3,7 +3,8 @@
 ImagineOperator submits, records the taskId in the task state store (so a retry after a crash
 reconnects instead of paying again), then defers to ``TaskProgressTrigger``. Pictures go where
 ``example_lotimage_imagine`` puts them: ``$LOTIMAGE_OUTPUT_DIR``, or ``$LOTIMAGE_DESTINATION`` (for
-instance ``s3://aws_default@my-bucket/lotimage``) when set.
+instance ``s3://aws_default@my-bucket/lotimage``) when set. ``report`` reads the result as a
+``LotImageResult``, so mypy checks the keys it uses.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, Param, task
 
+from airflow_provider_lotimage.client.results import LotImageResult
 from airflow_provider_lotimage.operators.imagine import ImagineOperator
 from airflow_provider_lotimage.operators.save_images import SaveImagesOperator
 
@@ -41,5 +43,14 @@ with DAG(
         timeout=30 * 60,
     )
 
-    SaveImagesOperator(task_id="save", result=imagine.output, destination=DESTINATION)
+    save = SaveImagesOperator(task_id="save", result=imagine.output, destination=DESTINATION)
     # [END howto_operator_lotimage_imagine_deferrable]
+
+    @task
+    def report(result: LotImageResult, paths: list[str]) -> str:
+        """Say which LotImage task the stored pictures came from, and what can be pressed next."""
+        buttons = ", ".join(result["buttons"])
+        return f"LotImage task {result['lotimage_task_id']}: {len(paths)} pictures stored; buttons {buttons}"
+
+    # The XComArgs are the result dict and the stored paths once the task runs.
+    report(imagine.output, save.output)  # type: ignore[arg-type]

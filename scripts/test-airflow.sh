@@ -7,11 +7,12 @@
 # that Python: found under pyenv (`pyenv root`/versions/PYTHON.*) or as pythonPYTHON on PATH. Without
 # it the stage is skipped, saying so; with CI=true it fails instead, since CI must run every stage.
 # Installs the emulator and the provider as wheels built from this checkout, and runs the unit,
-# emulator and DAG tests (dag.test(), deferrable included) with an AIRFLOW_HOME of their own, through
-# scripts/run-tests.sh (pytest-xdist workers). Not run here: the real deployments (tests/deployment,
-# tests/distributed), the benchmarks and the thousand-trigger test (tests/triggers), which need the
-# whole suite's deployment harness and time, and the gallery's s3:// test (like tests/storage, it
-# needs the Amazon provider and moto, pinned in constraints.txt only).
+# emulator and DAG tests (dag.test(), deferrable included) and the OpenLineage events (tests/lineage)
+# with an AIRFLOW_HOME of their own, through scripts/run-tests.sh (pytest-xdist workers). Not run
+# here: the real deployments (tests/deployment, tests/distributed), the benchmarks and the
+# thousand-trigger test (tests/triggers), which need the whole suite's deployment harness and time,
+# and the gallery's s3:// test (like tests/storage, it needs the Amazon provider and moto, pinned
+# in constraints.txt only).
 #
 # Usage: bash scripts/test-airflow.sh AIRFLOW PYTHON [pytest arguments, e.g. -x or -k reconnect]
 #        e.g. bash scripts/test-airflow.sh 3.1 3.12
@@ -117,6 +118,6 @@ status=0
 bash scripts/run-tests.sh "$VENV/bin/python" -q \
     tests/client tests/utils tests/test_provider_info.py tests/test_stable_names.py tests/storage/test_images.py \
     tests/emulator tests/hooks tests/operators tests/sensors tests/dags tests/reliability tests/network \
-    tests/ratelimit tests/compat tests/gallery --ignore=tests/gallery/test_s3.py "$@" || status=$?
+    tests/ratelimit tests/compat tests/gallery tests/lineage --ignore=tests/gallery/test_s3.py "$@" || status=$?
 echo "test-airflow.sh: Airflow $VERSION on Python $PY_VERSION: tests took $((SECONDS - started)) s (exit $status)" >&2
 exit "$status"

@@ -222,6 +222,7 @@ def test_the_config_options_and_the_gallery_prefix() -> None:
         "gallery_page_size": "48",
         "gallery_picture_hosts": "",
         "gallery_extra_link": "True",
+        "lineage_include_prompt": "False",
     }
     assert (config.SECTION, config.GALLERY_PREFIX) == ("lotimage", "/lotimage")
 

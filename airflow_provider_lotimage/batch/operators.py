@@ -30,8 +30,8 @@ from airflow_provider_lotimage.keys import (
     TASK_ID_XCOM_KEY,
 )
 from airflow_provider_lotimage.operators.save_images import (
+    Saved,
     SaveImagesOperator,
-    Stored,
     parse_results,
     resolve_destination,
 )
@@ -87,7 +87,7 @@ class PromptSaveOperator(SaveImagesOperator):
                 results.append(dict(result))
                 continue
             failures.append(self._failure(ti, step, task_id, first_failed=failures[:1]))
-        stored = Stored(str(self.destination))
+        stored = Saved(str(self.destination))
         try:
             with fail_fast(resubmits=False):
                 stored = self.store_results(context, parse_results(results)) if results else stored
@@ -123,7 +123,7 @@ class PromptSaveOperator(SaveImagesOperator):
         map_index: int,
         failures: list[PromptFailure],
         task_ids: dict[str, str],
-        stored: Stored,
+        stored: Saved,
         *,
         save_try: int,
     ) -> PromptReport:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+from airflow_provider_lotimage.client.results import LotImageResult
 from airflow_provider_lotimage.exceptions import (
     AuthError,
     InvalidRequestError,
@@ -88,7 +89,7 @@ class TaskProgress:
         """Finished means 100 % and a picture: a preview URL below 100 % is not a result."""
         return self.progress >= 100 and bool(self.image_url)
 
-    def to_result(self) -> dict[str, Any]:
+    def to_result(self) -> LotImageResult:
         """Return the JSON-serialisable dict that sensors and operators push to XCom."""
         return {
             "lotimage_task_id": self.task_id,

@@ -38,6 +38,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
+from airflow_provider_lotimage.client.contract import DEFAULT_BASE_URL
 from airflow_provider_lotimage.client.validation import require_text, validate_cutting, validate_task_id
 from airflow_provider_lotimage.exceptions import ImageDownloadError, LotImageError, LotImageInputError
 from airflow_provider_lotimage.keys import (
@@ -58,6 +59,7 @@ from airflow_provider_lotimage.storage.images import (
 from airflow_provider_lotimage.storage.layout import QUADRANT_BUTTONS
 from airflow_provider_lotimage.storage.store import PictureStore
 from airflow_provider_lotimage.utils.failures import fail_fast
+from airflow_provider_lotimage.utils.lineage import Stored
 from airflow_provider_lotimage.utils.metrics import AirflowMetrics
 from airflow_provider_lotimage.utils.templating import fixed_part
 
@@ -65,16 +67,16 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     import requests
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from pydantic import JsonValue
 
-    from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 
 DEFAULT_CONN_ID = "lotimage_default"
 
 
 @dataclass
-class Stored:
+class Saved:
     """What one save stored: every picture's path (new or already there) and which were new."""
 
     destination: str
@@ -246,6 +248,78 @@ def _url_of(result: Mapping[str, Any], index: int) -> str | None:
     return urls[index - 1] if len(urls) == 4 else None
 
 
+@dataclass
+class Downloads:
+    """One save's picture downloads: bounded in size and time, and an expired link renewed once.
+
+    ``read_task`` reads a task's current result (``task/progress`` answers with fresh links, as the
+    contract says); each task is read at most once. ``None`` (no connection): nothing is renewed.
+    """
+
+    session: requests.Session
+    max_bytes: int
+    timeout: float
+    private_redirects: bool
+    read_task: Callable[[str], Mapping[str, Any]] | None
+    log: Any
+    renewed: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)
+
+    def fetch(
+        self,
+        result: Mapping[str, Any],
+        index: int,
+        used: list[str],
+        sink: Callable[[bytes], object] | None = None,
+    ) -> bytes:
+        """Download picture ``index`` from ``used[-1]``; on an expired link, once from a fresh one.
+
+        An expired link is answered before any byte of a picture, so ``sink`` has received nothing
+        when the fresh link is tried; the link finally used is appended to ``used``.
+        """
+        task_id = result["lotimage_task_id"]
+        with _download_context(task_id, index):
+            try:
+                return self._download(used[-1], sink)
+            except ImageDownloadError as err:
+                fresh = self._fresh_url(err, result, index)
+                if fresh is None:
+                    raise
+                self.log.info(
+                    "Picture %d of LotImage task %s: its link expired (HTTP %s); downloading it "
+                    "from a fresh link",
+                    index,
+                    task_id,
+                    err.http_status,
+                )
+                used.append(fresh)
+                return self._download(fresh, sink)
+
+    def _download(self, url: str, sink: Callable[[bytes], object] | None) -> bytes:
+        return fetch_picture(
+            self.session,
+            url,
+            max_bytes=self.max_bytes,
+            timeout=self.timeout,
+            sink=sink,
+            private_redirects=self.private_redirects,
+        )
+
+    def _fresh_url(self, err: ImageDownloadError, result: Mapping[str, Any], index: int) -> str | None:
+        """Return a fresh link for an expired one, reading the task at most once; else ``None``."""
+        task_id = result["lotimage_task_id"]
+        if err.http_status not in EXPIRED_LINK_STATUSES or self.read_task is None:
+            return None
+        if task_id not in self.renewed:
+            self.renewed[task_id] = None
+            try:
+                self.renewed[task_id] = self.read_task(task_id)
+            except LotImageError as read_error:
+                self.log.warning("Could not read LotImage task %s for fresh links: %s", task_id, read_error)
+        fresh = self.renewed[task_id]
+        url = _url_of(fresh, index) if fresh is not None else None
+        return url if _is_http_url(url) else None
+
+
 class SaveImagesOperator(BaseOperator):
     """Download the pictures of finished LotImage tasks and store them with a JSON sidecar each.
 
@@ -310,9 +384,11 @@ class SaveImagesOperator(BaseOperator):
         self.timeout = timeout
         self.asset = asset
         self._private_redirects = False
-        self._hook: LotImageHook | None = None
-        #: Fresh results read for tasks whose links expired: each task is read at most once.
-        self._renewed: dict[str, Mapping[str, Any] | None] = {}
+        #: Reads a task's current result, for fresh links (the connection's hook); None: no connection.
+        self._read_task: Callable[[str], Mapping[str, Any]] | None = None
+        self._api_url = DEFAULT_BASE_URL
+        #: What this try stored, for OpenLineage (``get_openlineage_facets_on_complete``).
+        self._lineage: Stored | None = None
 
     def execute(self, context: Context) -> list[str]:
         """Store every result's pictures, tell the asset event what was new, and return all paths."""
@@ -320,28 +396,36 @@ class SaveImagesOperator(BaseOperator):
             results = parse_results(self.result)
         return self.store_results(context, results).paths
 
-    def store_results(self, context: Context, results: list[dict[str, Any]]) -> Stored:
+    def store_results(self, context: Context, results: list[dict[str, Any]]) -> Saved:
         """Store the pictures of validated ``results`` and tell the asset event what was new."""
         with fail_fast(resubmits=False):
             destination = resolve_destination(self.destination)
         store = PictureStore(destination, metrics=AirflowMetrics())
         store.sweep((result["lotimage_task_id"] for result in results), self.log)
-        stored = Stored(str(store.directory))
+        saved = Saved(str(store.directory))
         with self._download_session() as session:
+            downloads = Downloads(
+                session, self.max_bytes, self.timeout, self._private_redirects, self._read_task, self.log
+            )
             for result in results:
-                for path, is_new in self._save_result(session, store, result):
-                    stored.add(path, is_new)
-        unchanged = len(stored.paths) - len(stored.new_paths)
-        self.log.info("Stored %d new picture(s); %d were already stored", len(stored.new_paths), unchanged)
+                for path, is_new in self._save_result(downloads, store, result):
+                    saved.add(path, is_new)
+        unchanged = len(saved.paths) - len(saved.new_paths)
+        self.log.info("Stored %d new picture(s); %d were already stored", len(saved.new_paths), unchanged)
         extra: dict[str, JsonValue] = {
-            EVENT_NEW_COUNT: len(stored.new_paths),
+            EVENT_NEW_COUNT: len(saved.new_paths),
             EVENT_UNCHANGED_COUNT: unchanged,
-            EVENT_NEW_PATHS: list(stored.new_paths),
+            EVENT_NEW_PATHS: list(saved.new_paths),
             EVENT_TASK_IDS: list(dict.fromkeys(r["lotimage_task_id"] for r in results)),
-            EVENT_DESTINATION: stored.destination,
+            EVENT_DESTINATION: saved.destination,
         }
         context["outlet_events"][self.asset].extra = extra
-        return stored
+        self._lineage = Stored.of(self._api_url, results, saved.paths)
+        return saved
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage: every picture and sidecar stored, from which LotImage tasks (utils/lineage)."""
+        return self._lineage.lineage() if self._lineage is not None else None
 
     def _download_session(self) -> requests.Session:
         """Return the hook's download session (proxy/TLS from the connection, never the API key)."""
@@ -353,9 +437,10 @@ class SaveImagesOperator(BaseOperator):
         try:
             hook = LotImageHook(lotimage_conn_id=self.lotimage_conn_id)
             session = hook.get_download_session()
-            self._hook = hook  # reads fresh links when one expired
+            self._read_task = lambda task_id: hook.get_task_progress(task_id).to_result()
             # Redirects into a private network only where LotImage itself is (the emulator).
             self._private_redirects = not is_public_host(urlsplit(hook.settings.base_url).hostname)
+            self._api_url = hook.settings.base_url
             return session
         except AirflowNotFoundException:
             # CDN links need no credentials, so a missing *default* connection is not an error; a
@@ -368,27 +453,29 @@ class SaveImagesOperator(BaseOperator):
             return requests.Session()
 
     def _save_result(
-        self, session: requests.Session, store: PictureStore, result: Mapping[str, Any]
+        self, downloads: Downloads, store: PictureStore, result: Mapping[str, Any]
     ) -> list[tuple[str, bool]]:
         """Store one result's pictures; return ``(path, newly_stored)`` for each."""
         task_id = result["lotimage_task_id"]
         urls = result.get("image_urls") or []
         if len(urls) == 4:
-            saved = (self._save_url(session, store, result, index, url) for index, url in enumerate(urls, 1))
+            saved = (
+                self._save_url(downloads, store, result, index, url) for index, url in enumerate(urls, 1)
+            )
             return [(path, is_new) for path, is_new, _ in saved]
         if urls:
             self.log.warning("Task %s has %d image_urls, not 4: storing image_url only", task_id, len(urls))
-        path, is_new, grid = self._save_url(session, store, result, 0, result["image_url"])
+        path, is_new, grid = self._save_url(downloads, store, result, 0, result["image_url"])
         if not self.split_grid:
             return [(path, is_new)]
         buttons = result.get("buttons") or []
         if buttons and QUADRANT_BUTTONS[1] not in buttons:
             self.log.info("Task %s is a single picture (no U1 button): not splitting it", task_id)
             return [(path, is_new)]
-        return [(path, is_new), *self._save_quadrants(session, store, result, grid)]
+        return [(path, is_new), *self._save_quadrants(downloads, store, result, grid)]
 
     def _save_url(
-        self, session: requests.Session, store: PictureStore, result: Mapping[str, Any], index: int, url: str
+        self, downloads: Downloads, store: PictureStore, result: Mapping[str, Any], index: int, url: str
     ) -> tuple[str, bool, bytes | None]:
         """Store one picture unless already stored; also return the bytes if they were downloaded."""
         found = store.stored(result["lotimage_task_id"], index)
@@ -397,70 +484,14 @@ class SaveImagesOperator(BaseOperator):
         used = [url]
 
         def fetch(sink: Callable[[bytes], object] | None) -> bytes:
-            return self._fetch(session, result, index, used, sink)
+            return downloads.fetch(result, index, used, sink)
 
         path, data = store.download(result, index, fetch)
         store.write_sidecar(result, index, data, path, source_url=used[-1], split=False)
         return path, True, data
 
-    def _fetch(
-        self,
-        session: requests.Session,
-        result: Mapping[str, Any],
-        index: int,
-        used: list[str],
-        sink: Callable[[bytes], object] | None = None,
-    ) -> bytes:
-        """Download picture ``index`` from ``used[-1]``; on an expired link, once from a fresh one.
-
-        An expired link is answered before any byte of a picture, so ``sink`` has received nothing
-        when the fresh link is tried; the link finally used is appended to ``used``.
-        """
-        task_id = result["lotimage_task_id"]
-        with _download_context(task_id, index):
-            try:
-                return self._download(session, used[-1], sink)
-            except ImageDownloadError as err:
-                fresh = self._fresh_url(err, result, index)
-                if fresh is None:
-                    raise
-                self.log.info(
-                    "Picture %d of LotImage task %s: its link expired (HTTP %s); downloading it "
-                    "from a fresh link",
-                    index,
-                    task_id,
-                    err.http_status,
-                )
-                used.append(fresh)
-                return self._download(session, fresh, sink)
-
-    def _download(self, session: requests.Session, url: str, sink: Callable[[bytes], object] | None) -> bytes:
-        return fetch_picture(
-            session,
-            url,
-            max_bytes=self.max_bytes,
-            timeout=self.timeout,
-            sink=sink,
-            private_redirects=self._private_redirects,
-        )
-
-    def _fresh_url(self, err: ImageDownloadError, result: Mapping[str, Any], index: int) -> str | None:
-        """Return a fresh link for an expired one, reading the task at most once; else ``None``."""
-        task_id = result["lotimage_task_id"]
-        if err.http_status not in EXPIRED_LINK_STATUSES or self._hook is None:
-            return None
-        if task_id not in self._renewed:
-            self._renewed[task_id] = None
-            try:
-                self._renewed[task_id] = self._hook.get_task_progress(task_id).to_result()
-            except LotImageError as read_error:
-                self.log.warning("Could not read LotImage task %s for fresh links: %s", task_id, read_error)
-        fresh = self._renewed[task_id]
-        url = _url_of(fresh, index) if fresh is not None else None
-        return url if _is_http_url(url) else None
-
     def _save_quadrants(
-        self, session: requests.Session, store: PictureStore, result: Mapping[str, Any], grid: bytes | None
+        self, downloads: Downloads, store: PictureStore, result: Mapping[str, Any], grid: bytes | None
     ) -> list[tuple[str, bool]]:
         """Store the missing quadrants, cut from ``grid`` (or the stored grid, or a new download)."""
         task_id = result["lotimage_task_id"]
@@ -475,7 +506,7 @@ class SaveImagesOperator(BaseOperator):
                 if grid is None:
                     grid = self._stored_grid(store, task_id)
                 if grid is None:
-                    grid = self._fetch(session, result, 0, [result["image_url"]])
+                    grid = downloads.fetch(result, 0, [result["image_url"]])
                 pictures = split_grid(grid)
             data = pictures[index - 1]
             path = store.write_picture(result, index, data)

@@ -43,6 +43,7 @@ from airflow.providers.common.compat.sdk import BaseOperator
 from airflow_provider_lotimage import config
 from airflow_provider_lotimage.client.options import WaitOptions
 from airflow_provider_lotimage.client.progress import DEFAULT_STALL_TIMEOUT
+from airflow_provider_lotimage.client.results import LotImageResult
 from airflow_provider_lotimage.client.validation import validate_cutting, validate_first_poll_delay
 from airflow_provider_lotimage.exceptions import TaskFailedError, TaskNotFoundError
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
@@ -68,11 +69,13 @@ from airflow_provider_lotimage.utils.deferral import (
     result_from_event,
 )
 from airflow_provider_lotimage.utils.failures import fail_fast, recorded_failure
+from airflow_provider_lotimage.utils.lineage import Created
 from airflow_provider_lotimage.utils.secrets import validate_webhook
 from airflow_provider_lotimage.utils.task_state import ResumableJobMixin, release
 from airflow_provider_lotimage.utils.templating import NOT_YET, parse_time_value
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_provider_lotimage.utils.budget import PaidTaskBudget
@@ -104,7 +107,9 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         usual) instead of resuming it on a worker. ``False``: resume in ``execute_complete`` as
         before, for what only a worker runs on success: ``on_success_callback`` (a task that has
         one, or ``outlets``, ends on a worker anyway), ``post_execute``, task listeners. Failures
-        always resume on a worker (failure and retry callbacks run as usual).
+        always resume on a worker (failure and retry callbacks run as usual). ``None`` (default):
+        ``True`` unless Airflow has task listeners (OpenLineage's), then ``False``: Airflow
+        refuses a DAG whose task has ``end_from_trigger=True`` once listeners are registered.
     :param adaptive_polling: read progress when the task has likely moved or finished (predicted
         from its kind and progress rate) instead of every ``poll_interval``; see
         :meth:`~airflow_provider_lotimage.client.progress.ProgressWatch.next_poll_in`.
@@ -126,7 +131,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         timeout: float | None = 3600.0,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         first_poll_delay: float | None = None,
-        end_from_trigger: bool = True,
+        end_from_trigger: bool | None = None,
         adaptive_polling: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -147,6 +152,8 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         #: The run's paid-task budget for this try (``None``: the run has none), set as it starts.
         self._budget: PaidTaskBudget | None = None
         self._outcomes = Outcomes()
+        #: The LotImage task this try made or reconnected to, for OpenLineage.
+        self._created: Created | None = None
 
     @cached_property
     def hook(self) -> LotImageHook:
@@ -179,7 +186,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
 
     # -- execution -------------------------------------------------------------------------------
 
-    def execute(self, context: Context) -> Any:
+    def execute(self, context: Context) -> str | LotImageResult:
         """Check the input, then submit (or reconnect to) the paid task and return or wait."""
         with recorded_failure(context), fail_fast(resubmits=True):
             self._budget = run_budget(context, LotImageSubmitOperator)
@@ -189,9 +196,10 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
             self.validate()
             result = self.execute_resumable(context)
         self._release(context)
+        self._created = Created.of(self.hook.settings.base_url, result, self.request_fields())
         return result
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> LotImageResult:
         """Resume after the trigger fired: validate its event, then return the result dict."""
         with recorded_failure(context), fail_fast(resubmits=True):
             self._budget = run_budget(context, LotImageSubmitOperator)
@@ -200,7 +208,12 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
                 result = result_from_event(event)
             result = record_result(context, result)
         self._release(context)
+        self._created = Created.of(self.hook.settings.base_url, result, {})
         return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage: the LotImage task created and its parent (utils/lineage)."""
+        return self._created.lineage() if self._created is not None else None
 
     def _release(self, context: Context) -> None:
         for key in self._record_keys():
@@ -282,7 +295,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
 
     # -- waiting -----------------------------------------------------------------------------------
 
-    def _wait(self, task_id: str, context: Context) -> dict[str, Any]:
+    def _wait(self, task_id: str, context: Context) -> LotImageResult:
         """Wait here, blocking the worker, and record the finished task's result."""
         with abandoned_on_failure(context, self.external_id_key), paid_task_unreadable(task_id):
             progress = self.hook.wait_for_task(

@@ -7,7 +7,7 @@ import time
 import warnings
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
@@ -36,7 +36,9 @@ from airflow_provider_lotimage.utils.task_state import release, task_state
 from airflow_provider_lotimage.version_compat import HAS_START_FROM_TRIGGER
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.sdk import Context, XComArg
+
+    from airflow_provider_lotimage.client.results import LotImageResult
 
 
 class TaskProgressSensor(BaseSensorOperator):
@@ -65,6 +67,8 @@ class TaskProgressSensor(BaseSensorOperator):
         it on a worker. ``False``: resume in ``execute_complete`` as before, for what only a worker
         runs on success: ``on_success_callback`` (a task that has one, or ``outlets``, ends on a
         worker anyway), ``post_execute``, task listeners. Failures always resume on a worker.
+        ``None`` (default): ``True`` unless Airflow has task listeners (OpenLineage's), then
+        ``False``: Airflow refuses ``end_from_trigger=True`` once listeners are registered.
     :param start_from_trigger: deferrable only, Airflow 3.3: the scheduler defers the task
         straight to the triggerer, so waiting never takes a worker (with ``end_from_trigger``, the
         task never runs on one). ``lotimage_task_id`` may be a Jinja template, rendered in the
@@ -96,19 +100,20 @@ class TaskProgressSensor(BaseSensorOperator):
     def __init__(
         self,
         *,
-        lotimage_task_id: str,
+        lotimage_task_id: str | XComArg,
         lotimage_conn_id: str = LotImageHook.default_conn_name,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         deferrable: bool = config.default_deferrable(),
         poke_interval: float = 10.0,
         first_poll_delay: float | None = None,
-        end_from_trigger: bool = True,
+        end_from_trigger: bool | None = None,
         start_from_trigger: bool = False,
         adaptive_polling: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
-        self.lotimage_task_id = lotimage_task_id
+        # Rendered (an XComArg resolved, a template filled) before execute reads it.
+        self.lotimage_task_id: str = cast("str", lotimage_task_id)
         self.lotimage_conn_id = lotimage_conn_id
         self.stall_timeout = stall_timeout
         self.deferrable = deferrable
@@ -166,7 +171,7 @@ class TaskProgressSensor(BaseSensorOperator):
         """Return the hook of ``lotimage_conn_id``, built on first use."""
         return LotImageHook(self.lotimage_conn_id)
 
-    def execute(self, context: Context) -> Any:
+    def execute(self, context: Context) -> LotImageResult | None:
         """Check the taskId, then wait by poking or, when deferrable, poke once and defer if not done.
 
         The one poke before deferring is the same read as any poke (a failed task fails here,
@@ -200,7 +205,7 @@ class TaskProgressSensor(BaseSensorOperator):
         )
         self.defer(trigger=trigger, method_name="execute_complete")
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> LotImageResult:
         """Resume after the trigger fired: validate its event and return the result dict."""
         with fail_fast(resubmits=False):
             return record_result(context, result_from_event(event))

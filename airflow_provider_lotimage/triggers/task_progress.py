@@ -24,6 +24,8 @@ from airflow_provider_lotimage.utils.task_state import release
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_lotimage.client.results import LotImageResult
+
 #: Polls are spread by up to this fraction of the interval, so a thousand triggers deferred in the
 #: same second do not poll in lockstep.
 POLL_JITTER = 0.2
@@ -236,7 +238,7 @@ class TaskProgressTrigger(BaseTrigger):
             await asyncio.sleep(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
         return done
 
-    async def _success(self, result: dict[str, Any]) -> TriggerEvent:
+    async def _success(self, result: LotImageResult) -> TriggerEvent:
         """End the task here when asked and possible, else resume it with the ordinary event."""
         if self.end_from_trigger and self.run_by_triggerer and await self._finished(result):
             log_finished(self.log, result)
@@ -245,7 +247,7 @@ class TaskProgressTrigger(BaseTrigger):
             {"lotimage_task_id": self.lotimage_task_id, "status": "success", "result": result}
         )
 
-    def end_xcoms(self, result: dict[str, Any]) -> dict[str, Any]:
+    def end_xcoms(self, result: LotImageResult) -> dict[str, Any]:
         """Return the XComs the task's ``execute_complete`` would leave."""
         xcoms: dict[str, Any] = {IMAGE_URL_XCOM_KEY: result.get("image_url")}
         if self.push_task_id:
@@ -254,7 +256,7 @@ class TaskProgressTrigger(BaseTrigger):
             xcoms[RETURN_VALUE_XCOM_KEY] = result
         return xcoms
 
-    async def _finished(self, result: dict[str, Any]) -> bool:
+    async def _finished(self, result: LotImageResult) -> bool:
         """Store the XComs and release the records; False (a worker does it then) if that failed."""
         try:
             await sync_to_async(_finish)(self.task_instance, self.end_xcoms(result), self.release_keys)

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_lotimage import config
 from airflow_provider_lotimage.exceptions import LotImageError, TaskTimeoutError, error_class
+from airflow_provider_lotimage.version_compat import has_task_listeners
+
+if TYPE_CHECKING:
+    from airflow_provider_lotimage.client.results import LotImageResult
 
 #: Seconds added to Airflow's ``[workers] min_heartbeat_interval`` to make the default delay of a
 #: trigger's first progress read (:func:`default_first_poll_delay`). It covers what happens after
@@ -93,10 +97,21 @@ def ends_in_triggerer(task: Any) -> bool:
     sets the state and stores the XComs): ``on_success_callback`` (the triggerer sends a success
     callback request, but the DAG processor of Airflow 3.1 to 3.3 runs failure callbacks only),
     the asset events of ``outlets``, ``post_execute`` and the worker's task listeners. A task with
-    a success callback or outlets therefore ends on a worker anyway, saying so; listeners cannot
-    be seen from here, hence ``end_from_trigger=False``.
+    a success callback or outlets therefore ends on a worker anyway, saying so.
+
+    Listeners: Airflow refuses to load a DAG with a task whose ``end_from_trigger`` is true once
+    plugins registered listeners (the OpenLineage provider's, ...), since they would not see it end.
+    So the operators' default is ``None``: end in the triggerer unless listeners are registered,
+    then on a worker, where they run (docs/lineage.md).
     """
-    if not task.end_from_trigger:
+    if task.end_from_trigger is None and has_task_listeners():
+        task.log.info(
+            "Airflow has task listeners (e.g. OpenLineage), which only a worker runs: task %s ends "
+            "on a worker, not in the triggerer",
+            task.task_id,
+        )
+        return False
+    if task.end_from_trigger is False:
         return False
     skipped = [name for name in ("on_success_callback", "outlets") if getattr(task, name, None)]
     if skipped:
@@ -109,7 +124,7 @@ def ends_in_triggerer(task: Any) -> bool:
     return True
 
 
-def result_from_event(event: Any) -> dict[str, Any]:
+def result_from_event(event: Any) -> LotImageResult:
     """Check a trigger event and return its result dict, or raise what went wrong.
 
     Shared by every ``execute_complete`` so they all validate events the same way.
@@ -130,4 +145,4 @@ def result_from_event(event: Any) -> dict[str, Any]:
         or not result.get("image_url")
     ):
         raise LotImageError(f"Malformed success event from TaskProgressTrigger: {event!r}")
-    return result
+    return cast("LotImageResult", result)

@@ -92,6 +92,26 @@ def test_what_only_a_worker_runs_keeps_the_end_on_a_worker(running: str, worker_
     assert trigger.end_from_trigger is (worker_only == {"outlets": []})
 
 
+def test_task_listeners_keep_the_default_end_on_a_worker(running: str) -> None:
+    """Airflow refuses ``end_from_trigger=True`` with listeners; the default then ends on a worker."""
+    from airflow_provider_lotimage.version_compat import AIRFLOW_V_3_2_PLUS, has_task_listeners
+
+    if AIRFLOW_V_3_2_PLUS:
+        from airflow.sdk.listener import get_listener_manager
+    else:
+        from airflow.listeners.listener import get_listener_manager
+
+    manager = get_listener_manager()
+    assert not has_task_listeners()
+    manager.add_listener(object())
+    try:
+        assert deferred_trigger(imagine(), running).end_from_trigger is False
+        assert deferred_trigger(imagine(end_from_trigger=True), running).end_from_trigger is True
+    finally:
+        manager.clear()
+    assert deferred_trigger(imagine(), running).end_from_trigger is True
+
+
 def test_outlets_keep_the_end_on_a_worker(running: str) -> None:
     from airflow.sdk import Asset
 
