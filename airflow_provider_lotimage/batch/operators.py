@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from airflow_provider_lotimage.batch.report import (
+    BatchReport,
     PromptFailure,
     PromptReport,
     Tolerance,
@@ -179,7 +180,7 @@ class BatchReportOperator(BaseOperator):
         self.save_task_id = save_task_id
         self.tolerance = tolerance or Tolerance()
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> BatchReport:
         """Build, write and push the report; raise ``AirflowFailException`` beyond the tolerance."""
         ti = context["ti"]
         prompts = [str(prompt) for prompt in (self.prompts or [])]
@@ -208,7 +209,7 @@ class BatchReportOperator(BaseOperator):
                 f"max_failed_share={self.tolerance.max_failed_share}); every other prompt's pictures are "
                 f"stored. Report: {report['report_file']}"
             )
-        return dict(report)
+        return report
 
 
 __all__ = ["BatchReportOperator", "PromptSaveOperator"]
