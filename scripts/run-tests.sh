@@ -24,7 +24,8 @@ for run in parallel serial; do
     if [ "$run" = parallel ]; then
         "${PYTEST[@]}" "${WORKERS[@]}" -m "not serial" "$@" || status=$?
     else
-        "${PYTEST[@]}" -m serial "$@" || status=$?
+        # The slowest serial tests are listed: they are what `make test`'s time is made of.
+        "${PYTEST[@]}" -m serial --durations=20 "$@" || status=$?
     fi
     # 5: pytest selected no test here.
     if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
