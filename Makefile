@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 STAGES := 3.1-py3.12 3.2-py3.13
 STAGE_TARGETS := $(addprefix test-airflow-,$(STAGES))
 
-.PHONY: demo docs test test-airflow-3.3 $(STAGE_TARGETS) bench clean
+.PHONY: demo docs test test-paced test-airflow-3.3 $(STAGE_TARGETS) bench clean
 
 $(STAMP): pyproject.toml emulator/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +28,17 @@ docs: $(STAMP)
 	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
 
 # The whole suite on the pinned newest Airflow (3.3) with Python 3.11 (.venv, as `make demo` uses),
-# then the reduced stages.
-test: test-airflow-3.3 $(STAGE_TARGETS)
+# then the reduced stages at the lowest CPU priority beside the paced tests (the thousand-trigger
+# test: bound by the key's rate, not the CPU; scripts/run-paced-beside.sh).
+test: test-airflow-3.3
+	bash scripts/run-paced-beside.sh $(BIN)/python $(MAKE) $(STAGE_TARGETS)
+
+# The paced tests alone (`make test` runs them beside the reduced stages).
+test-paced: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -m paced tests
 
 # In-process tests in pytest-xdist workers, then the serial ones (real deployments, tests timed
-# at a key's real rate) one at a time (scripts/run-tests.sh).
+# at a key's real rate) one at a time (scripts/run-tests.sh); the paced ones run in `make test`.
 test-airflow-3.3: $(STAMP)
 	bash scripts/system-packages.sh
 	$(BIN)/ruff check airflow_provider_lotimage tests example_dags benchmarks airflow_harness emulator

@@ -64,16 +64,27 @@ SERIAL = (
 )
 
 
+#: Of the serial tests, those bound by a key's real rate rather than the CPU (the thousand-trigger
+#: test: about 400 s of waiting, 5 s of CPU). `make test` runs them beside the reduced stages,
+#: which run at the lowest CPU priority so they cannot hold up the paced test's event loop
+#: (scripts/run-paced-beside.sh); `scripts/run-tests.sh` leaves them out of its serial run.
+PACED = ("tests/triggers/test_many_triggers.py",)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "serial: runs one at a time, never in an xdist worker (-n)")
+    config.addinivalue_line("markers", "paced: bound by a key's real rate; runs beside CPU work at nice 19")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by where it is (before ``-m`` selects)."""
     for item in items:
-        if item.path.resolve().relative_to(REPO_ROOT).as_posix().startswith(SERIAL):
+        where = item.path.resolve().relative_to(REPO_ROOT).as_posix()
+        if where.startswith(SERIAL):
             item.add_marker(pytest.mark.serial)
+        if where.startswith(PACED):
+            item.add_marker(pytest.mark.paced)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

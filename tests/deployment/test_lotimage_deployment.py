@@ -70,7 +70,7 @@ def test_deferrable_example_succeeds(
     lines_before = len(statsd.lines)
     result = af.run_dag(DAG_ID, timeout=240)
     assert result.ok, result
-    assert result.task_states == {"imagine": "success", "save": "success"}
+    assert result.task_states == {"imagine": "success", "save": "success", "report": "success"}
     events = [e.event for e in af.task_state_events(DAG_ID, result.run_id) if e.task_id == "imagine"]
     assert "deferred" in events, events
     assert _imagines(emulator) - before == 1
@@ -132,6 +132,6 @@ def test_triggerer_restart_while_deferred_pays_once(af: AirflowDeployment, emula
 
     result = af.wait_for_run(DAG_ID, run_id, timeout=240)
     assert result.ok, result
-    assert result.task_states == {"imagine": "success", "save": "success"}
+    assert result.task_states == {"imagine": "success", "save": "success", "report": "success"}
     assert _imagines(emulator) - before == 1, "the restart must not submit the prompt again"
     assert emulator.stats()["rate_limited"] == 0
