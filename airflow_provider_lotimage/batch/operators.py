@@ -196,12 +196,13 @@ class BatchReportOperator(BaseOperator):
         )
         with fail_fast(resubmits=False):
             store = PictureStore(resolve_destination(self.destination))
-            name = report_name(ti.run_id)
-            report["report_file"] = f"{store.shown.rstrip('/')}/{name}"
-            store.write_report(name, json.dumps(report, indent=2, sort_keys=True).encode())
+        name = report_name(ti.run_id)
+        report["report_file"] = f"{store.shown.rstrip('/')}/{name}"
+        # The log and the XCom first: a destination that cannot be written loses only the file.
         for line in summary(report):
             self.log.info("%s", line)
         ti.xcom_push(key=BATCH_REPORT_XCOM_KEY, value=report)
+        store.write_report(name, json.dumps(report, indent=2, sort_keys=True).encode())
         if not report["within_tolerance"]:
             raise AirflowFailException(
                 f"{report['failed']} of {report['prompts']} prompt(s) failed, more than the batch allows "
