@@ -33,6 +33,8 @@ NO_DELAY = timedelta(seconds=0)
 #: Time scale for rows that must see a task while it runs: an imagine of about 3 s, so the sensor
 #: polls it several times even on a slow machine.
 SLOW = 3.0 / 45.0
+#: An imagine of 8 s: long enough for a sensor that starts late on a loaded machine to see its steps.
+STEPPED = 8.0 / 45.0
 
 
 def imagine_wait_dag(
@@ -169,12 +171,8 @@ def test_preview_url_is_not_taken_for_the_result(harness: Harness, emu: Any, tmp
 def test_progress_format_is_normalised(
     harness: Harness, emu: Any, fmt: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """progress as "45%" or 45.5: read as whole percents, the task still finishes at 100.
-
-    An imagine of 8 s: the sensor starts a few seconds after the submission on a loaded machine,
-    and must still see the steps before the end.
-    """
-    emu.set_config(time_scale=8.0 / 45.0)
+    """progress as "45%" or 45.5: read as whole percents, the task still finishes at 100."""
+    emu.set_config(time_scale=STEPPED)
     emu.add_fault("progress_format", format=fmt)
     run = harness.run(imagine_wait_dag(harness))
     harness.assert_succeeded(run)
