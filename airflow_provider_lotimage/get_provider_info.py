@@ -96,6 +96,27 @@ _CONFIG: dict[str, Any] = {
                 "example": None,
                 "default": "True",
             },
+            "webhook_base_url": {
+                "description": "Webhook completion: the public address of the api-server (or of a relay "
+                "in front of it) where the service can POST a finished task, e.g. "
+                "``https://airflow.example.com``. Set, every deferrable wait of ImagineOperator and "
+                "ButtonOperator submits its paid task with a webhook URL under it (route "
+                "``/lotimage-webhooks/<token>``) and its trigger reads as soon as the delivery "
+                "arrives; polling continues underneath. Empty (default): polling only.",
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "https://airflow.example.com",
+                "default": "",
+            },
+            "webhook_redis_conn_id": {
+                "description": "Webhook completion: the Redis connection where the api-server records "
+                "deliveries and every triggerer looks for them (usually the rate budget's Redis). "
+                "Workers, triggerers and the api-server must all reach it.",
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": None,
+                "default": "redis_default",
+            },
             "lineage_include_prompt": {
                 "description": "Whether the OpenLineage events of ImagineOperator (with the OpenLineage "
                 "provider installed) carry the prompt in their ``lotimage`` run facet. Off by default: "

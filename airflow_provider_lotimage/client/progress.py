@@ -56,6 +56,8 @@ class ProgressWatch:
     #: Epoch seconds of the last read that saw 0 %: the task had not moved yet then, so the
     #: progress rate is measured from there (``None``: from :attr:`started_at`).
     zero_seen_at: float | None = None
+    #: Whether a webhook delivery tells the wait when to read (:mod:`.schedule`: polling backs off).
+    hinted: bool = False
 
     @classmethod
     def start(
@@ -98,6 +100,7 @@ class ProgressWatch:
         now: float | None = None,
         kind: str | None = None,
         adaptive: bool = True,
+        hinted: bool = False,
     ) -> ProgressWatch:
         """Pick up a wait that began at ``started_at``, as a (re)started trigger does.
 
@@ -113,6 +116,7 @@ class ProgressWatch:
         :param first_poll_at: epoch seconds before which progress is not read (``None``: at once).
         :param kind: the task's kind, for the first read's prior (``None``: unknown).
         :param adaptive: whether reads follow the task (False: every ``poll_interval``).
+        :param hinted: whether webhook deliveries tell the wait when to read.
         """
         now = time.time() if now is None else now
         timeout = None if end_time is None else max(0.0, end_time - started_at)
@@ -125,6 +129,7 @@ class ProgressWatch:
             first_poll_at=first_poll_at,
             kind=kind,
             adaptive=adaptive,
+            hinted=hinted,
         )
 
     def observe(self, progress: TaskProgress, now: float | None = None) -> bool:

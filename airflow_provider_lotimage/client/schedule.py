@@ -50,6 +50,12 @@ MAX_POLL_FACTOR = 3.0
 #: adaptive schedule never reads more often than the fixed one it replaces.
 MIN_POLL_GAP = 1.0
 
+#: With webhook completion the delivery says when to read, and polling is only the fallback for
+#: a delivery that is late or lost: the adaptive schedule's sleeps, and its upper bound, are this
+#: many times longer. A lost delivery then costs at most that much more lag, and a task whose
+#: delivery arrives reads once.
+WEBHOOK_FALLBACK_FACTOR = 2.0
+
 #: Fraction of the predicted duration added to a predicted end before reading. Progress comes in
 #: steps (15, 31, 46 ... 93, 100: about a seventh of the run each), so the shown progress lags the
 #: true one by up to a step whatever the percentage, and the predicted end is early by up to a
@@ -83,6 +89,7 @@ class Observations(Protocol):
     zero_seen_at: float | None
     kind: str | None
     stall_timeout: float | None
+    hinted: bool
 
 
 def adaptive_delay(seen: Observations, poll_interval: float, now: float, spread: float = 0.0) -> float:
@@ -90,10 +97,12 @@ def adaptive_delay(seen: Observations, poll_interval: float, now: float, spread:
 
     The wanted read (:func:`wanted_at`) is spread only later, or earlier at the upper bound (a read
     before a predicted end is wasted), kept within :func:`gap_bounds`, and never past the stall
-    deadline, so a stall is reported on time.
+    deadline, so a stall is reported on time. A wait told by webhook (``hinted``) sleeps
+    :data:`WEBHOOK_FALLBACK_FACTOR` times longer.
     """
     low, high = gap_bounds(seen, poll_interval, now)
-    delay = min(max(wanted_at(seen, poll_interval, now) - now, low), high)
+    stretch = WEBHOOK_FALLBACK_FACTOR if seen.hinted else 1.0
+    delay = min(max((wanted_at(seen, poll_interval, now) - now) * stretch, low), high)
     delay *= 1.0 - spread if delay >= high else 1.0 + spread
     delay = min(max(delay, low), high)
     if seen.stall_timeout is not None:
@@ -106,9 +115,11 @@ def gap_bounds(seen: Observations, poll_interval: float, now: float) -> tuple[fl
 
     The shortest keeps the fair-share gap (:data:`MIN_POLL_GAP`, or ``poll_interval`` when
     shorter, as the fixed schedule would read) after the last read; the longest is
-    ``poll_interval`` times :data:`MAX_POLL_FACTOR`.
+    ``poll_interval`` times :data:`MAX_POLL_FACTOR` (times :data:`WEBHOOK_FALLBACK_FACTOR` with webhooks).
     """
     high = max(0.0, poll_interval * MAX_POLL_FACTOR)
+    if seen.hinted:
+        high *= WEBHOOK_FALLBACK_FACTOR
     if seen.last_read_at is None:
         return 0.0, high
     low = max(0.0, seen.last_read_at + min(MIN_POLL_GAP, poll_interval) - now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
@@ -20,6 +21,7 @@ from airflow_provider_lotimage.keys import IMAGE_URL_XCOM_KEY, RETURN_VALUE_XCOM
 from airflow_provider_lotimage.links import LotImagePictureLink, link_for, log_finished
 from airflow_provider_lotimage.utils.deferral import TaskEnding, earliest_first_poll
 from airflow_provider_lotimage.utils.task_state import release
+from airflow_provider_lotimage.webhooks.hints import Hints
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -110,6 +112,11 @@ class TaskProgressTrigger(BaseTrigger):
     :param push_task_id: end with the ``lotimage_task_id`` XCom too (the submitting operators).
     :param kind: the task's kind, for the adaptive schedule's first read (``None``: unknown).
     :param adaptive_polling: read when the task likely moved (False: every ``poll_interval``).
+    :param webhook_key: webhook completion (:mod:`airflow_provider_lotimage.webhooks`): the SHA-256
+        of the task's webhook token. A delivery the api-server recorded under it wakes the trigger,
+        which then reads the task once: the delivery is a hint (it carries no signature), the read
+        is the truth. Polling goes on underneath, backed off (``WEBHOOK_FALLBACK_FACTOR``), for a
+        delivery that is late or lost. ``None``: polling only.
     """
 
     def __init__(
@@ -128,6 +135,7 @@ class TaskProgressTrigger(BaseTrigger):
         push_task_id: bool = False,
         kind: str | None = None,
         adaptive_polling: bool = True,
+        webhook_key: str | None = None,
     ) -> None:
         super().__init__()
         self.lotimage_task_id = lotimage_task_id
@@ -140,6 +148,7 @@ class TaskProgressTrigger(BaseTrigger):
             first_poll_at=earliest_first_poll(None) if first_poll_at is None else float(first_poll_at),
             kind=kind,
             adaptive_polling=bool(adaptive_polling),
+            webhook_key=webhook_key,
         )
         self.ending = TaskEnding(
             end_from_trigger=bool(end_from_trigger),
@@ -156,6 +165,7 @@ class TaskProgressTrigger(BaseTrigger):
     first_poll_at = _Option("options")
     kind = _Option("options")
     adaptive_polling = _Option("options")
+    webhook_key = _Option("options")
     end_from_trigger = _Option("ending")
     push_return_value = _Option("ending")
     push_task_id = _Option("ending")
@@ -203,13 +213,16 @@ class TaskProgressTrigger(BaseTrigger):
         try:
             done = await self._wait(watch)
         except TaskTimeoutError as err:
+            await self.hints.close()
             yield TriggerEvent({**base, "status": "timeout", "message": str(err)})
             return
         except LotImageError as err:
+            await self.hints.close()
             yield TriggerEvent(
                 {**base, "status": "error", "message": str(err), "error_type": type(err).__name__}
             )
             return
+        await self.hints.close()
         yield await self._success(done.to_result())
 
     async def _hold(self, watch: ProgressWatch) -> None:
@@ -230,13 +243,18 @@ class TaskProgressTrigger(BaseTrigger):
         if watch.adaptive and watch.kind is not None:
             # A task of known kind is first read near its expected end, not at once: a grid read
             # at the end of the hold shows 0 % and costs a read that tells nothing.
-            await asyncio.sleep(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
+            await self.hints.pause(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
         metrics = hook.metrics
         while (done := watch.step(await hook.apoll_once(self.lotimage_task_id), metrics=metrics)) is None:
             if watch.moved:
                 self.log.info("LotImage task %s: %d%%", self.lotimage_task_id, watch.last_progress)
-            await asyncio.sleep(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
+            await self.hints.pause(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
         return done
+
+    @cached_property
+    def hints(self) -> Hints:
+        """The webhook deliveries of this wait (without ``webhook_key``: plain sleeps)."""
+        return Hints(self.webhook_key, self.lotimage_task_id, self.log)
 
     async def _success(self, result: LotImageResult) -> TriggerEvent:
         """End the task here when asked and possible, else resume it with the ordinary event."""
