@@ -1,7 +1,7 @@
 """The webhook route, mounted by the plugin on the api-server under ``/lotimage-webhooks``.
 
-``POST /lotimage-webhooks/deliveries?token=<token>`` is where the service delivers a finished task. The service
-cannot log in, so Airflow's auth does not apply here: the token in the URL is the credential
+``POST /lotimage-webhooks/deliveries?token=<token>`` is where the service delivers a finished
+task. The service cannot log in, so Airflow's auth does not apply here: the token in the URL is the credential
 (:mod:`airflow_provider_lotimage.client.webhook`). What a request can cause is bounded, cheapest
 refusal first, and none of it touches the metadata database:
 
@@ -38,7 +38,7 @@ from airflow_provider_lotimage.client.webhook import (
     token_key,
     well_formed,
 )
-from airflow_provider_lotimage.webhooks.store import WebhookStore, astore_for
+from airflow_provider_lotimage.webhooks.redis_store import WebhookStore, astore_for
 
 log = logging.getLogger(__name__)
 

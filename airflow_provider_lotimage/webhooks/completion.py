@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_lotimage import config
 from airflow_provider_lotimage.client.webhook import mint_token, token_key, webhook_url
-from airflow_provider_lotimage.webhooks.store import Registration, WebhookStore, store_for
+from airflow_provider_lotimage.webhooks.redis_store import Registration, WebhookStore, store_for
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -18,7 +18,7 @@ from typing import Any
 
 from airflow_provider_lotimage import config
 from airflow_provider_lotimage.webhooks.listener import listener_for
-from airflow_provider_lotimage.webhooks.store import WebhookStore, astore_for
+from airflow_provider_lotimage.webhooks.redis_store import WebhookStore, astore_for
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import weakref
 from dataclasses import dataclass, field
 
 from airflow_provider_lotimage.client.webhook import Delivery
-from airflow_provider_lotimage.webhooks.store import WebhookStore
+from airflow_provider_lotimage.webhooks.redis_store import WebhookStore
 
 log = logging.getLogger(__name__)
 

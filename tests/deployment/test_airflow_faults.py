@@ -110,7 +110,6 @@ def deployment(
         yield af
 
 
-
 # -- helpers ------------------------------------------------------------------------------------
 
 
@@ -132,7 +131,6 @@ def assert_no_state_mismatch(af: AirflowDeployment, dag_id: str, log_offset: int
     log = scheduler_log_since(af, log_offset)
     found = [line for line in log.splitlines() if any(marker in line for marker in MISMATCH_MARKERS)]
     assert found == [], "\n".join(found[:5])
-
 
 
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
