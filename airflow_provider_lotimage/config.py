@@ -73,11 +73,6 @@ def lineage_include_prompt() -> bool:
     return _task_conf().getboolean(SECTION, "lineage_include_prompt", fallback=default)
 
 
-def webhook_base_url() -> str:
-    """``[lotimage] webhook_base_url``: the api-server's public address for webhooks ("": off)."""
-    return (_task_conf().get(SECTION, "webhook_base_url", fallback="") or "").strip()
-
-
 def webhook_redis_conn_id(*, server: bool = False) -> str:
     """``[lotimage] webhook_redis_conn_id``: the Redis of webhook deliveries (``server``: as read there)."""
     conf = _server_conf() if server else _task_conf()

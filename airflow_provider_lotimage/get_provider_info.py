@@ -48,6 +48,13 @@ _CONNECTION_TYPE: dict[str, Any] = {
             "'redis'. While it does not answer, each machine keeps its own cap.",
             "schema": {"type": ["string", "null"], "default": "redis_default"},
         },
+        "webhook_base_url": {
+            "label": "Webhook base URL",
+            "description": "Webhook completion: the public address of Airflow's api-server (or of a "
+            "relay in front of it) where LotImage can POST a finished task. Set, deferrable waits read "
+            "as soon as the task is delivered; polling continues underneath. Empty: polling only.",
+            "schema": {"type": ["string", "null"], "default": None},
+        },
         "timeout": {
             "label": "Request timeout (s)",
             "description": "Seconds to wait for an answer to one call.",
@@ -95,18 +102,6 @@ _CONFIG: dict[str, Any] = {
                 "type": "boolean",
                 "example": None,
                 "default": "True",
-            },
-            "webhook_base_url": {
-                "description": "Webhook completion: the public address of the api-server (or of a relay "
-                "in front of it) where the service can POST a finished task, e.g. "
-                "``https://airflow.example.com``. Set, every deferrable wait of ImagineOperator and "
-                "ButtonOperator submits its paid task with a webhook URL under it (route "
-                "``/lotimage-webhooks/<token>``) and its trigger reads as soon as the delivery "
-                "arrives; polling continues underneath. Empty (default): polling only.",
-                "version_added": "0.1.0",
-                "type": "string",
-                "example": "https://airflow.example.com",
-                "default": "",
             },
             "webhook_redis_conn_id": {
                 "description": "Webhook completion: the Redis connection where the api-server records "

@@ -223,7 +223,6 @@ def test_the_config_options_and_the_gallery_prefix() -> None:
         "gallery_picture_hosts": "",
         "gallery_extra_link": "True",
         "lineage_include_prompt": "False",
-        "webhook_base_url": "",
         "webhook_redis_conn_id": "redis_default",
     }
     assert (config.SECTION, config.GALLERY_PREFIX) == ("lotimage", "/lotimage")

@@ -90,7 +90,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     :param lotimage_conn_id: the LotImage connection.
     :param cutting: also deliver the four pictures of the grid separately (``image_urls``).
     :param webhook: URL the service POSTs the finished task to (polling stays the fallback). Unset,
-        a deferrable wait gets webhook completion if ``[lotimage] webhook_base_url`` is set.
+        a deferrable wait gets webhook completion if the connection has a ``webhook_base_url``.
     :param wait_for_completion: wait for the picture; the return value is then the result dict
         (as TaskProgressSensor's) instead of the taskId.
     :param deferrable: wait in the triggerer, holding no worker slot.
@@ -230,7 +230,8 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
 
     def submit_job(self, context: Context) -> dict[str, Any]:
         """Take a place in the run's budget, make the paid call, and return the record to store."""
-        hook = WebhookCompletion(wanted=self.wait_for_completion and self.deferrable, timeout=self.timeout)
+        base_url, wanted = self.hook.settings.webhook_base_url, self.wait_for_completion and self.deferrable
+        hook = WebhookCompletion(base_url, wanted=wanted, timeout=self.timeout)
         self.submit_webhook = self.webhook or hook.open(context)
         task_id = PaidSubmission(self._budget).submit(self.submit)
         hook.bind(task_id)

@@ -1,6 +1,7 @@
 """The submitting side of webhook completion: one token per paid task, registered before paying.
 
-When ``[lotimage] webhook_base_url`` is set and a submitting operator will wait in the triggerer,
+When the LotImage connection has a ``webhook_base_url`` and a submitting operator will wait in the
+triggerer,
 the operator asks :meth:`WebhookCompletion.open` for the webhook URL of the paid call it is about
 to make: a fresh token is minted and registered in Redis for this task
 instance (the token's SHA-256 only) before the call, so a delivery can never arrive for a token
@@ -34,12 +35,13 @@ DEFAULT_TTL = 86400.0
 class WebhookCompletion:
     """The webhook of one paid call of one task try (see the module doc).
 
-    :param wanted: whether this wait would use it (deferrable, waiting, no user webhook).
+    :param base_url: the connection's ``webhook_base_url`` (``None``: off).
+    :param wanted: whether this wait would use it (deferrable and waiting).
     :param timeout: the wait's timeout in seconds (``None``: :data:`DEFAULT_TTL`).
     """
 
-    def __init__(self, *, wanted: bool, timeout: float | None) -> None:
-        self.wanted = wanted
+    def __init__(self, base_url: str | None, *, wanted: bool, timeout: float | None) -> None:
+        self.base_url = base_url if wanted else None
         self.ttl = (timeout or DEFAULT_TTL) + 600.0
         #: The token's SHA-256 once registered (``None``: no webhook for this call).
         self.key: str | None = None
@@ -48,8 +50,7 @@ class WebhookCompletion:
 
     def open(self, context: Context) -> str | None:
         """Register a new token for this task instance; return its URL (``None``: poll only)."""
-        base = config.webhook_base_url()
-        if not (self.wanted and base):
+        if self.base_url is None:
             return None
         try:
             self._store = store_for(config.webhook_redis_conn_id())
@@ -62,7 +63,7 @@ class WebhookCompletion:
         if not self._store.register(token_key(token), owner, self.ttl):
             return None
         self.key = token_key(token)
-        return webhook_url(base, token)
+        return webhook_url(self.base_url, token)
 
     def bind(self, lotimage_task_id: str) -> None:
         """Tie the registered token to the task the paid call made; mask it in logs from now on.

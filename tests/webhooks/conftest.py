@@ -83,7 +83,6 @@ def api_server(airflow_db: None, webhook_env: pytest.MonkeyPatch) -> Iterator[Se
     for entry in LotImageGalleryPlugin.fastapi_apps:
         entry["app"]._app = None
     served = ServedApp(create_app("core")).start()
-    webhook_env.setenv("AIRFLOW__LOTIMAGE__WEBHOOK_BASE_URL", served.url)
     yield served
     served.stop()
 

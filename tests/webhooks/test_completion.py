@@ -30,11 +30,12 @@ PROMPT = "A lighthouse made of glass at dusk"
 def emulator(
     lotimage_emulator_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, api_server: ServedApp
 ) -> Any:
-    """An emulator whose imagine takes about 2 s; ``lotimage_default`` points at it."""
+    """An emulator whose imagine takes about 2 s; ``lotimage_default`` points at it, with webhooks on."""
     from lotimage_emulator.pytest_plugin import TEST_API_KEY
 
     emulator = lotimage_emulator_factory(time_scale=2.0 / 45.0)
-    conn = {"conn_type": "lotimage", "host": emulator.url, "password": TEST_API_KEY}
+    extra = {"webhook_base_url": api_server.url}
+    conn = {"conn_type": "lotimage", "host": emulator.url, "password": TEST_API_KEY, "extra": extra}
     monkeypatch.setenv("AIRFLOW_CONN_LOTIMAGE_DEFAULT", json.dumps(conn))
     return emulator
 
@@ -168,7 +169,7 @@ def test_a_delivery_recorded_before_the_trigger_runs_is_acted_on(
     from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger
     from airflow_provider_lotimage.webhooks.completion import WebhookCompletion
 
-    completion = WebhookCompletion(wanted=True, timeout=60)
+    completion = WebhookCompletion(api_server.url, wanted=True, timeout=60)
 
     class Ti:
         dag_id, task_id, run_id, map_index = "d", "t", "r", -1
