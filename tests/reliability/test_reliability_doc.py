@@ -14,8 +14,8 @@ The rule (stated in the document too):
   placeholders (``tests/**/test_*.py``, ``test_<name>``).
 * **Every fault test is named in the document**: each test function of
   :data:`COVERED` (``tests/reliability/``, ``tests/storage/``, every ``test_*_faults.py`` and
-  ``test_security*.py`` under ``tests/``, and webhook completion's) is referenced, by its bare name or qualified with its
-  own file.
+  ``test_security*.py`` under ``tests/``, and webhook completion's) is referenced, by its bare
+  name or qualified with its own file.
 
 Test files are read with :mod:`ast`, never imported, so a row may name a test in a file another
 change adds later: the check resolves it as soon as the file is there, and fails until then.
