@@ -16,7 +16,7 @@ and so does a wait in the worker, which polls (its slot is held either way).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from airflow_provider_lotimage import config
 from airflow_provider_lotimage.client.webhook import mint_token, token_key, webhook_url
@@ -82,11 +82,3 @@ def _mask(token: str) -> None:
 
     mask_secret(token)
 
-
-def forget(key: Any) -> None:
-    """Forget a registered token (the wait ended in the worker), best effort."""
-    if isinstance(key, str):
-        try:
-            store_for(config.webhook_redis_conn_id()).forget(key)
-        except Exception as exc:
-            log.debug("Could not forget a webhook token: %s", exc)
