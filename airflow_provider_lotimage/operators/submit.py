@@ -232,6 +232,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     def submit_job(self, context: Context) -> dict[str, Any]:
         """Take a place in the run's budget, make the paid call, and return the record to store."""
         task_id = PaidSubmission(self._budget).submit(self.submit)
+        self._outcomes.submitted.add(task_id)
         self.log.info("Submitted LotImage task %s", task_id)
         context["ti"].xcom_push(key=TASK_ID_XCOM_KEY, value=task_id)
         return {"lotimage_task_id": task_id, "request": self._fingerprint()}
@@ -306,6 +307,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
                 on_progress=lambda pct: self.log.info("LotImage task %s: %d%%", task_id, pct),
                 kind=self.task_kind(),
                 adaptive=self.adaptive_polling,
+                from_submission=task_id in self._outcomes.submitted,
             )
         return record_result(context, progress.to_result())
 
@@ -320,6 +322,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
             stall_timeout=self.stall_timeout,
             kind=self.task_kind(),
             adaptive_polling=self.adaptive_polling,
+            from_submission=task_id in self._outcomes.submitted,
         )
         ending = TaskEnding(
             end_from_trigger=end_here,

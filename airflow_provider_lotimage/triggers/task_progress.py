@@ -18,6 +18,7 @@ from airflow_provider_lotimage.exceptions import LotImageError, TaskTimeoutError
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.keys import IMAGE_URL_XCOM_KEY, RETURN_VALUE_XCOM_KEY, TASK_ID_XCOM_KEY
 from airflow_provider_lotimage.links import LotImagePictureLink, link_for, log_finished
+from airflow_provider_lotimage.ratelimit.registry import durations_of
 from airflow_provider_lotimage.utils.deferral import TaskEnding, earliest_first_poll
 from airflow_provider_lotimage.utils.task_state import release
 
@@ -110,6 +111,9 @@ class TaskProgressTrigger(BaseTrigger):
     :param push_task_id: end with the ``lotimage_task_id`` XCom too (the submitting operators).
     :param kind: the task's kind, for the adaptive schedule's first read (``None``: unknown).
     :param adaptive_polling: read when the task likely moved (False: every ``poll_interval``).
+    :param from_submission: the wait began at the submission: its end teaches the key's durations
+        book (:mod:`~airflow_provider_lotimage.client.durations`), whose expectation the watch takes
+        when the trigger starts (again after a triggerer restart, from that triggerer's book).
     """
 
     def __init__(
@@ -128,6 +132,7 @@ class TaskProgressTrigger(BaseTrigger):
         push_task_id: bool = False,
         kind: str | None = None,
         adaptive_polling: bool = True,
+        from_submission: bool = False,
     ) -> None:
         super().__init__()
         self.lotimage_task_id = lotimage_task_id
@@ -140,6 +145,7 @@ class TaskProgressTrigger(BaseTrigger):
             first_poll_at=earliest_first_poll(None) if first_poll_at is None else float(first_poll_at),
             kind=kind,
             adaptive_polling=bool(adaptive_polling),
+            from_submission=bool(from_submission),
         )
         self.ending = TaskEnding(
             end_from_trigger=bool(end_from_trigger),
@@ -156,6 +162,7 @@ class TaskProgressTrigger(BaseTrigger):
     first_poll_at = _Option("options")
     kind = _Option("options")
     adaptive_polling = _Option("options")
+    from_submission = _Option("options")
     end_from_trigger = _Option("ending")
     push_return_value = _Option("ending")
     push_task_id = _Option("ending")
@@ -227,12 +234,16 @@ class TaskProgressTrigger(BaseTrigger):
         """Check the taskId, then read progress until the watch says the task is done."""
         self.lotimage_task_id = watch.task_id = validate_task_id(self.lotimage_task_id)
         hook = LotImageHook(self.lotimage_conn_id)
+        book = await sync_to_async(durations_of)((await hook.atransport()).settings)
+        await sync_to_async(watch.expect)(book)  # may read Redis (scope "redis")
         if watch.adaptive and watch.kind is not None:
             # A task of known kind is first read near its expected end, not at once: a grid read
             # at the end of the hold shows 0 % and costs a read that tells nothing.
             await asyncio.sleep(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
         metrics = hook.metrics
-        while (done := watch.step(await hook.apoll_once(self.lotimage_task_id), metrics=metrics)) is None:
+        while (
+            done := watch.step(await hook.apoll_once(self.lotimage_task_id), metrics=metrics, durations=book)
+        ) is None:
             if watch.moved:
                 self.log.info("LotImage task %s: %d%%", self.lotimage_task_id, watch.last_progress)
             await asyncio.sleep(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
