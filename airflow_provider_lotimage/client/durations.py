@@ -74,8 +74,8 @@ MAX_BOOKS = 256
 
 
 def clamp(seconds: float) -> float:
-    """Keep a duration within :data:`MIN_SECONDS` and :data:`MAX_SECONDS`."""
-    return min(max(seconds, MIN_SECONDS), MAX_SECONDS)
+    """Keep a duration within :data:`MIN_SECONDS` and :data:`MAX_SECONDS`, to the millisecond."""
+    return round(min(max(seconds, MIN_SECONDS), MAX_SECONDS), 3)
 
 
 @dataclass(frozen=True)
