@@ -19,12 +19,16 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from airflow_provider_lotimage.client.durations import WINDOW, Observation
-from airflow_provider_lotimage.ratelimit.redis_link import RedisLink, link_for
+from airflow_provider_lotimage.ratelimit.redis_link import RedisLink, SharedThing, link_for
 
 #: Names a key's durations of one kind in Redis; followed by ``<identity>:<kind>``, never the key.
 KEY_PREFIX = "lotimage:durations:"
 #: Seconds a key's durations stay in Redis after the last push.
 TTL = 86400
+#: How the link's log lines name what it shares.
+DURATIONS = SharedThing(
+    "the LotImage durations book", "each process learns LotImage task durations on its own"
+)
 
 # KEYS[1]: the list of one key and kind, oldest first. ARGV: op ("push" | "recent"); for a push,
 # the observation, the window and the TTL.
@@ -76,4 +80,4 @@ def shared_durations(conn_id: str, identity: str) -> RedisDurations:
 
     :raises LimiterConfigError: the provider is missing, or the connection is absent or unusable.
     """
-    return RedisDurations(link_for(conn_id, _SCRIPT), identity)
+    return RedisDurations(link_for(conn_id, _SCRIPT, DURATIONS), identity)

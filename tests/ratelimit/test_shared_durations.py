@@ -7,6 +7,7 @@ costs nothing but the sharing; neither the key nor a prompt is ever in Redis.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -123,7 +124,9 @@ def test_redis_away_leaves_the_process_its_own_book_and_never_waits(
     redis_client,
     host_tmpdir: Path,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger=redis_link.__name__)
     monkeypatch.setattr(redis_link, "RETRY_REDIS_EVERY", 0.5)
     clock = Clock()
     book = other_process(redis_connection, api_key, clock)
@@ -145,3 +148,7 @@ def test_redis_away_leaves_the_process_its_own_book_and_never_waits(
     assert book.expected(KIND_UPSCALE, probe=False) == PRIOR  # a fresh Redis: shared again, empty
     learn(book, 3.0)
     assert redis_client.llen(shared(book).key(KIND_UPSCALE)) == 12
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "learns LotImage task durations on its own" in warnings[0]
+    assert any("durations book is shared again" in r.getMessage() for r in caplog.records)
+    assert REDIS_PASSWORD not in caplog.text and api_key not in caplog.text
