@@ -3,7 +3,7 @@
 The schedule's first read of a task comes at its expected end (:mod:`.schedule`). Fixed priors
 (:data:`~.schedule.TYPICAL_SECONDS`) make every first read late on a faster service, or on the
 emulator at a ``time_scale`` below 1. A :class:`DurationBook` holds, per kind, the last
-:data:`WINDOW` durations observed for one key (a few hundred bytes a kind: bounded memory) and
+:data:`WINDOW` durations observed for one key (a few kilobytes a key: bounded memory) and
 gives a wait its expected duration as the wait begins; the wait's end feeds the book back
 (:meth:`.progress.ProgressWatch.step`).
 
