@@ -79,6 +79,17 @@ def typical_seconds(kind: str | None) -> float | None:
     return TYPICAL_SECONDS.get(kind) if kind is not None else None
 
 
+def expected_seconds(seen: Observations) -> float | None:
+    """Return the duration a task not yet moved is expected to take, None for an unknown kind.
+
+    The duration learned for the key and kind when the wait began (:mod:`.durations`), or else
+    the kind's prior (:data:`TYPICAL_SECONDS`).
+    """
+    if seen.expected_seconds is not None:
+        return seen.expected_seconds
+    return typical_seconds(seen.kind)
+
+
 class Observations(Protocol):
     """What the schedule knows of a task: the fields of a :class:`~.progress.ProgressWatch`."""
 
@@ -90,6 +101,7 @@ class Observations(Protocol):
     kind: str | None
     stall_timeout: float | None
     hinted: bool
+    expected_seconds: float | None
 
 
 def adaptive_delay(seen: Observations, poll_interval: float, now: float, spread: float = 0.0) -> float:
@@ -137,7 +149,7 @@ def wanted_at(seen: Observations, poll_interval: float, now: float) -> float:
     """
     if seen.last_progress > 0:
         return moving_wanted_at(seen, now)
-    prior = typical_seconds(seen.kind)
+    prior = expected_seconds(seen)
     if seen.last_read_at is not None and seen.last_read_at >= seen.started_at + (prior or poll_interval) / 2:
         return math.inf
     return now + poll_interval if prior is None else seen.started_at + prior * (1.0 + FINISH_MARGIN)

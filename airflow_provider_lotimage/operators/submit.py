@@ -235,6 +235,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         self.submit_webhook = self.webhook or hook.open(context)
         task_id = PaidSubmission(self._budget).submit(self.submit)
         hook.bind(task_id)
+        self._outcomes.submitted.add(task_id)
         self.log.info("Submitted LotImage task %s", task_id)
         context["ti"].xcom_push(key=TASK_ID_XCOM_KEY, value=task_id)
         return {"lotimage_task_id": task_id, "request": self._fingerprint(), "webhook_key": hook.key}
@@ -277,7 +278,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         # The extra link is computed whenever the task finishes or defers: give it a value early.
         context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value="")
         if self.wait_for_completion and self.deferrable:
-            trigger = self._trigger(task_id, external_id.get("webhook_key"))
+            trigger = _trigger(self, task_id, external_id.get("webhook_key"))
             self.defer(trigger=trigger, method_name="execute_complete")
         result = self._wait(task_id, context) if self.wait_for_completion else task_id
         self._outcomes.results[task_id] = result
@@ -310,26 +311,29 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
                 on_progress=lambda pct: self.log.info("LotImage task %s: %d%%", task_id, pct),
                 kind=self.task_kind(),
                 adaptive=self.adaptive_polling,
+                from_submission=task_id in self._outcomes.submitted,
             )
         return record_result(context, progress.to_result())
 
-    def _trigger(self, task_id: str, webhook_key: str | None = None) -> TaskProgressTrigger:
-        """Build the trigger that waits for ``task_id`` (told by webhook) and, if allowed, ends this task."""
-        end_here = ends_in_triggerer(self)
-        options = WaitOptions.starting_at(
-            time.time(),
-            timeout=self.timeout,
-            first_poll_delay=hold_seconds(self.first_poll_delay),
-            poll_interval=self.poll_interval,
-            stall_timeout=self.stall_timeout,
-            kind=self.task_kind(),
-            adaptive_polling=self.adaptive_polling,
-            webhook_key=webhook_key,
-        )
-        ending = TaskEnding(
-            end_from_trigger=end_here,
-            release_keys=tuple(self._record_keys()) if end_here else (),
-            push_return_value=self.do_xcom_push,
-            push_task_id=True,
-        )
-        return TaskProgressTrigger.waiting_for(task_id, self.lotimage_conn_id, options, ending)
+
+def _trigger(operator: LotImageSubmitOperator, task_id: str, webhook_key: Any) -> TaskProgressTrigger:
+    """Build the trigger that waits for ``task_id`` (told by webhook) and, if allowed, ends the task."""
+    end_here = ends_in_triggerer(operator)
+    options = WaitOptions.starting_at(
+        time.time(),
+        timeout=operator.timeout,
+        first_poll_delay=hold_seconds(operator.first_poll_delay),
+        poll_interval=operator.poll_interval,
+        stall_timeout=operator.stall_timeout,
+        kind=operator.task_kind(),
+        adaptive_polling=operator.adaptive_polling,
+        webhook_key=webhook_key if isinstance(webhook_key, str) else None,
+        from_submission=task_id in operator._outcomes.submitted,
+    )
+    ending = TaskEnding(
+        end_from_trigger=end_here,
+        release_keys=tuple(operator._record_keys()) if end_here else (),
+        push_return_value=operator.do_xcom_push,
+        push_task_id=True,
+    )
+    return TaskProgressTrigger.waiting_for(task_id, operator.lotimage_conn_id, options, ending)

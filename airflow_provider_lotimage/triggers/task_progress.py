@@ -19,6 +19,7 @@ from airflow_provider_lotimage.exceptions import LotImageError, TaskTimeoutError
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.keys import IMAGE_URL_XCOM_KEY, RETURN_VALUE_XCOM_KEY, TASK_ID_XCOM_KEY
 from airflow_provider_lotimage.links import LotImagePictureLink, link_for, log_finished
+from airflow_provider_lotimage.ratelimit.registry import durations_of
 from airflow_provider_lotimage.utils.deferral import TaskEnding, earliest_first_poll
 from airflow_provider_lotimage.utils.task_state import release
 from airflow_provider_lotimage.webhooks.hints import Hints
@@ -117,6 +118,9 @@ class TaskProgressTrigger(BaseTrigger):
         which then reads the task once: the delivery is a hint (it carries no signature), the read
         is the truth. Polling goes on underneath, backed off (``WEBHOOK_FALLBACK_FACTOR``), for a
         delivery that is late or lost. ``None``: polling only.
+    :param from_submission: the wait began at the submission: its end teaches the key's durations
+        book (:mod:`~airflow_provider_lotimage.client.durations`), whose expectation the watch takes
+        when the trigger starts (again after a triggerer restart, from that triggerer's book).
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class TaskProgressTrigger(BaseTrigger):
         kind: str | None = None,
         adaptive_polling: bool = True,
         webhook_key: str | None = None,
+        from_submission: bool = False,
     ) -> None:
         super().__init__()
         self.lotimage_task_id = lotimage_task_id
@@ -149,6 +154,7 @@ class TaskProgressTrigger(BaseTrigger):
             kind=kind,
             adaptive_polling=bool(adaptive_polling),
             webhook_key=webhook_key,
+            from_submission=bool(from_submission),
         )
         self.ending = TaskEnding(
             end_from_trigger=bool(end_from_trigger),
@@ -166,6 +172,7 @@ class TaskProgressTrigger(BaseTrigger):
     kind = _Option("options")
     adaptive_polling = _Option("options")
     webhook_key = _Option("options")
+    from_submission = _Option("options")
     end_from_trigger = _Option("ending")
     push_return_value = _Option("ending")
     push_task_id = _Option("ending")
@@ -240,12 +247,16 @@ class TaskProgressTrigger(BaseTrigger):
         """Check the taskId, then read progress until the watch says the task is done."""
         self.lotimage_task_id = watch.task_id = validate_task_id(self.lotimage_task_id)
         hook = LotImageHook(self.lotimage_conn_id)
+        book = await sync_to_async(durations_of)((await hook.atransport()).settings)
+        await sync_to_async(watch.expect)(book)  # may read Redis (scope "redis")
         if watch.adaptive and watch.kind is not None:
             # A task of known kind is first read near its expected end, not at once: a grid read
             # at the end of the hold shows 0 % and costs a read that tells nothing.
             await self.hints.pause(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
         metrics = hook.metrics
-        while (done := watch.step(await hook.apoll_once(self.lotimage_task_id), metrics=metrics)) is None:
+        while (
+            done := watch.step(await hook.apoll_once(self.lotimage_task_id), metrics=metrics, durations=book)
+        ) is None:
             if watch.moved:
                 self.log.info("LotImage task %s: %d%%", self.lotimage_task_id, watch.last_progress)
             await self.hints.pause(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))

@@ -81,4 +81,3 @@ def _mask(token: str) -> None:
     from airflow.providers.common.compat.sdk import mask_secret
 
     mask_secret(token)
-
