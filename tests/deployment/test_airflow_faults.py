@@ -47,6 +47,7 @@ pytestmark = [pytest.mark.deployment, pytest.mark.timeout(600)]
 
 DAG_FILE = Path(__file__).parent / "dags" / "lotimage_airflow_faults.py"
 RACE_DAG = "lotimage_deferral_race"
+RACE_END_IN_TRIGGERER_DAG = "lotimage_deferral_race_end_in_triggerer"
 SCHEDULER_DAG = "lotimage_scheduler_crash"
 API_DAG = "lotimage_api_server_crash"
 #: Calls a second allowed to the key, on the emulator and the connections alike.
@@ -268,6 +269,48 @@ def test_deferral_race_with_default_heartbeat_settings(
     print(
         f"\ndeferral race: 41 task instances succeeded in {elapsed:.0f} s, no state mismatch; "
         f"upscales resumed {min(held_for):.1f}-{max(held_for):.1f} s after their deferral"
+    )
+
+
+def test_tasks_that_end_in_the_triggerer_read_at_once_and_lose_no_race(
+    af: AirflowDeployment, emulators: dict[str, Emulator]
+) -> None:
+    """20 deferrable upscales of 2-4 s that end in the triggerer: no hold, and none fails.
+
+    Their triggers read from the start (no first-poll hold: ``TaskProgressTrigger.holds_reads``)
+    and fire 2-5 s after the deferral, inside the window where the deferring try's report is still
+    on its way, with Airflow's default ``min_heartbeat_interval``. The triggerer ends each task
+    itself (``TaskSuccessEvent``), so the late report finds a finished task, not a resumed try.
+    """
+    emulator = emulators["race"]
+    assert "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL" not in af.env, "the race needs Airflow's default"
+    client = Client(emulator.url, TEST_API_KEY)
+    emulator.set_config(rate_limit=None, upscale_seconds=2.0)
+    grids = [client.submit(f"A blue heron number {i} in the reeds") for i in range(20)]
+    emulator.set_config(rate_limit=RATE)
+    wait_until("the grids are finished", lambda: emulator.stats()["tasks"]["finished"] >= len(grids), 60)
+    before = paid_calls(emulator)
+    log_offset = scheduler_log_size(af)
+    result = af.run_dag(RACE_END_IN_TRIGGERER_DAG, conf={"finished": grids}, timeout=480)
+    assert result.ok, result.task_states
+    assert af.task_instance_history(RACE_END_IN_TRIGGERER_DAG, result.run_id) == []
+    assert_no_state_mismatch(af, RACE_END_IN_TRIGGERER_DAG, log_offset)
+    events: dict[str, list[tuple[Any, str]]] = {}
+    for event in af.task_state_events(RACE_END_IN_TRIGGERER_DAG, result.run_id):
+        events.setdefault(event.key, []).append((event.at, event.event))
+    deferred_for = []
+    for i in range(20):
+        upscale = events[f"upscale[{i}]"]
+        assert [name for _, name in upscale] == ["running", "deferred", "success"], upscale
+        deferred_for.append((upscale[2][0] - upscale[1][0]).total_seconds())
+    # Ended sooner than a held read could have: most within the hold of the race test.
+    assert sorted(deferred_for)[len(deferred_for) // 2] < MIN_DEFERRED_SECONDS, deferred_for
+    calls = delta(paid_calls(emulator), before)
+    assert calls == {"imagine_received": 0, "imagine_created": 0, "button_received": 20, "button_created": 20}
+    print(
+        f"\nend in triggerer, no hold: 20 upscales succeeded, no state mismatch; ended "
+        f"{min(deferred_for):.1f}-{max(deferred_for):.1f} s after their deferral "
+        f"(median {sorted(deferred_for)[10]:.1f} s)"
     )
 
 
