@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -58,6 +59,8 @@ API_SERVER_DOWN_SECONDS = 20.0
 #: The first-poll hold the deferrable tasks get with Airflow's defaults (5 s + 5 s), minus what the
 #: deferral's own API call may take on a loaded machine.
 MIN_DEFERRED_SECONDS = 7.0
+#: The first-poll hold with Airflow's defaults: ``min_heartbeat_interval`` (5 s) + ``RESUME_MARGIN``.
+DEFAULT_HOLD_SECONDS = 10.0
 MISMATCH_MARKERS = ("state mismatch", "but the task instance's state attribute is")
 
 
@@ -159,6 +162,20 @@ def waiting_in_worker(af: AirflowDeployment, dag_id: str, run_id: str, task_id: 
         lines = path.read_text(errors="replace").splitlines()
         count += any("LotImage task " in line and "%" in line for line in lines)
     return count
+
+
+def trigger_finish_times(af: AirflowDeployment, dag_id: str, run_id: str) -> dict[int, datetime]:
+    """Map index -> when its trigger logged the task finished (the read that ended the wait)."""
+    found: dict[int, datetime] = {}
+    for path in af.task_log_files(dag_id, run_id):
+        if ".trigger." not in Path(path).name:
+            continue
+        index = int(Path(path).parent.name.removeprefix("map_index="))
+        for line in Path(path).read_text(errors="replace").splitlines():
+            record = json.loads(line) if line.startswith("{") else {}
+            if " finished: " in str(record.get("event")):
+                found[index] = datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00"))
+    return found
 
 
 def wait_until(what: str, check: Any, timeout: float = 120.0) -> None:
@@ -298,19 +315,27 @@ def test_tasks_that_end_in_the_triggerer_read_at_once_and_lose_no_race(
     events: dict[str, list[tuple[Any, str]]] = {}
     for event in af.task_state_events(RACE_END_IN_TRIGGERER_DAG, result.run_id):
         events.setdefault(event.key, []).append((event.at, event.event))
-    deferred_for = []
+    ended = {ti.key: ti for ti in af.task_instances(RACE_END_IN_TRIGGERER_DAG, result.run_id)}
+    fired = trigger_finish_times(af, RACE_END_IN_TRIGGERER_DAG, result.run_id)
+    fired_after: list[float] = []
     for i in range(20):
         upscale = events[f"upscale[{i}]"]
-        assert [name for _, name in upscale] == ["running", "deferred", "success"], upscale
-        deferred_for.append((upscale[2][0] - upscale[1][0]).total_seconds())
-    # Ended sooner than a held read could have: most within the hold of the race test.
-    assert sorted(deferred_for)[len(deferred_for) // 2] < MIN_DEFERRED_SECONDS, deferred_for
+        # Never resumed on a worker: the triggerer ended it (which writes no audit-log event).
+        assert [name for _, name in upscale] == ["running", "deferred"], upscale
+        ti = ended[f"upscale[{i}]"]
+        assert ti.state == "success" and ti.end_date is not None, ti
+        fired_after.append((fired[i] - upscale[1][0]).total_seconds())
+    # Read without the hold: triggers fired inside the window the hold keeps (10 s with Airflow's
+    # defaults), where a task resumed on a worker can lose the race; a loaded triggerer picks
+    # some up later, so not all of them.
+    inside = [seconds for seconds in fired_after if seconds < DEFAULT_HOLD_SECONDS]
+    assert len(inside) >= 5, sorted(fired_after)
     calls = delta(paid_calls(emulator), before)
     assert calls == {"imagine_received": 0, "imagine_created": 0, "button_received": 20, "button_created": 20}
     print(
-        f"\nend in triggerer, no hold: 20 upscales succeeded, no state mismatch; ended "
-        f"{min(deferred_for):.1f}-{max(deferred_for):.1f} s after their deferral "
-        f"(median {sorted(deferred_for)[10]:.1f} s)"
+        f"\nend in triggerer, no hold: 20 upscales succeeded, no state mismatch; {len(inside)} fired "
+        f"within {DEFAULT_HOLD_SECONDS:g} s of their deferral "
+        f"({min(fired_after):.1f}-{max(fired_after):.1f} s)"
     )
 
 
