@@ -3,7 +3,7 @@
 ``dag.test()`` runs each deferrable wait's trigger in the test process; the emulator POSTs each
 finished task to the route on the api-server app (served on loopback), which records it in Redis,
 where the trigger's listener finds it. Reads are counted by the emulator. The polling fallback
-runs underneath with ``poll_interval`` 0.5 s, so its reads come at most 3 s apart
+runs underneath with ``poll_interval`` 0.5 s, so its reads come at most 6 s apart
 (``MAX_POLL_FACTOR`` x ``WEBHOOK_FALLBACK_FACTOR``): a lost delivery costs seconds here.
 """
 
@@ -125,11 +125,11 @@ def test_duplicated_deliveries_cost_no_read(emulator: Any, api_server: ServedApp
 
 def test_a_late_delivery_changes_nothing(emulator: Any, api_server: ServedApp, redis_client: Any) -> None:
     """Delayed past the fallback's read: polling found the end; the delivery then meets a 404."""
-    emulator.add_fault("delay_webhooks", seconds=6)
+    emulator.add_fault("delay_webhooks", seconds=12)
     run = run_dag(imagine_dag())
     assert "success" in str(run.state).lower()
     reads = progress_reads(emulator)
-    [late] = deliveries(emulator, within=20)
+    [late] = deliveries(emulator, within=30)
     assert late["status"] == 404
     assert progress_reads(emulator) == reads
     assert redis_client.keys("*") == []
@@ -162,8 +162,9 @@ def test_a_delivery_recorded_before_the_trigger_runs_is_acted_on(
 ) -> None:
     """A trigger moved to another triggerer finds the delivery recorded meanwhile, and reads once.
 
-    Its polling alone would first read 45 s x 1.1 x 2 after the start (an imagine's prior, backed
-    off for webhooks): it ends within seconds only because of the delivery.
+    Its polling alone would first read 120 s after the start (an imagine's prior, backed off for
+    webhooks, up to ``poll_interval`` x ``MAX_POLL_FACTOR`` x ``WEBHOOK_FALLBACK_FACTOR``): it
+    ends within seconds only because of the delivery.
     """
     from airflow_provider_lotimage.hooks.lotimage import LotImageHook
     from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger

@@ -85,7 +85,7 @@ def test_a_bad_webhook_base_url_is_named_before_any_call(value: object) -> None:
 
 
 def test_with_webhooks_polling_backs_off_as_the_fallback() -> None:
-    """The delivery says when to read: the first read, and the upper bound, come twice as late."""
+    """The delivery says when to read: the first read, and the upper bound, come four times as late."""
     poll = 10.0
     plain = ProgressWatch.resume("t", started_at=T0, now=T0, kind=KIND_UPSCALE)
     hinted = ProgressWatch.resume("t", started_at=T0, now=T0, kind=KIND_UPSCALE, hinted=True)
