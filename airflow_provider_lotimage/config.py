@@ -58,9 +58,7 @@ def default_deferrable() -> bool:
 
 def min_heartbeat_interval() -> float:
     """``[workers] min_heartbeat_interval``: how often a task's supervisor looks at its process."""
-    return _task_conf().getfloat(
-        "workers", "min_heartbeat_interval", fallback=AIRFLOW_MIN_HEARTBEAT_INTERVAL
-    )
+    return _task_conf().getfloat("workers", "min_heartbeat_interval", fallback=AIRFLOW_MIN_HEARTBEAT_INTERVAL)
 
 
 def gallery_extra_link() -> bool:
@@ -73,6 +71,13 @@ def lineage_include_prompt() -> bool:
     """``[lotimage] lineage_include_prompt``: whether OpenLineage events carry the prompt (default off)."""
     default = _declared("lineage_include_prompt") == "True"
     return _task_conf().getboolean(SECTION, "lineage_include_prompt", fallback=default)
+
+
+def webhook_redis_conn_id(*, server: bool = False) -> str:
+    """``[lotimage] webhook_redis_conn_id``: the Redis of webhook deliveries (``server``: as read there)."""
+    conf = _server_conf() if server else _task_conf()
+    default = _declared("webhook_redis_conn_id")
+    return (conf.get(SECTION, "webhook_redis_conn_id", fallback=default) or default).strip()
 
 
 def link_root() -> str:

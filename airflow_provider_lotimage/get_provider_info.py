@@ -48,6 +48,13 @@ _CONNECTION_TYPE: dict[str, Any] = {
             "'redis'. While it does not answer, each machine keeps its own cap.",
             "schema": {"type": ["string", "null"], "default": "redis_default"},
         },
+        "webhook_base_url": {
+            "label": "Webhook base URL",
+            "description": "Webhook completion: the public address of Airflow's api-server (or of a "
+            "relay in front of it) where LotImage can POST a finished task. Set, deferrable waits read "
+            "as soon as the task is delivered; polling continues underneath. Empty: polling only.",
+            "schema": {"type": ["string", "null"], "default": None},
+        },
         "timeout": {
             "label": "Request timeout (s)",
             "description": "Seconds to wait for an answer to one call.",
@@ -95,6 +102,15 @@ _CONFIG: dict[str, Any] = {
                 "type": "boolean",
                 "example": None,
                 "default": "True",
+            },
+            "webhook_redis_conn_id": {
+                "description": "Webhook completion: the Redis connection where the api-server records "
+                "deliveries and every triggerer looks for them (usually the rate budget's Redis). "
+                "Workers, triggerers and the api-server must all reach it.",
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": None,
+                "default": "redis_default",
             },
             "lineage_include_prompt": {
                 "description": "Whether the OpenLineage events of ImagineOperator (with the OpenLineage "

@@ -22,12 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from airflow_harness import AirflowDeployment
+from airflow_harness.config import api_url
+from airflow_harness.processes import free_port
+from airflow_harness.redis_server import RedisServer, redis_connection
 from benchmarks.emulator_process import EmulatorProcess, emulator_process
 
 REPO = Path(__file__).resolve().parent.parent
 PROVIDER_DAG_FILE = REPO / "example_dags" / "example_lotimage_batch.py"
 BASELINE_DAG_FILE = Path(__file__).resolve().parent / "dags" / "baseline_http_batch.py"
-DAG_IDS = {"provider": "example_lotimage_batch", "baseline": "baseline_http_batch"}
+DAG_IDS = {
+    "provider": "example_lotimage_batch",
+    "provider-webhooks": "example_lotimage_batch",
+    "baseline": "baseline_http_batch",
+}
 KEY = "bench-key-0123456789"
 POOL = "lotimage"
 
@@ -98,7 +105,7 @@ def duplicates(tasks: list[dict[str, Any]]) -> dict[str, int]:
 def _dags_folder(kind: str, root: Path) -> Path:
     folder = root / "dags"
     folder.mkdir()
-    if kind == "provider":
+    if kind.startswith("provider"):
         shutil.copy(PROVIDER_DAG_FILE, folder)
         shutil.copytree(PROVIDER_DAG_FILE.parent / "prompts", folder / "prompts")
     else:
@@ -106,11 +113,15 @@ def _dags_folder(kind: str, root: Path) -> Path:
     return folder
 
 
-def _environment(emulator: EmulatorProcess, settings: PipelineSettings, output: Path) -> dict[str, str]:
+def _environment(
+    emulator: EmulatorProcess, settings: PipelineSettings, output: Path, webhooks: Webhooks | None = None
+) -> dict[str, str]:
+    extra = {} if webhooks is None else {"webhook_base_url": api_url(webhooks.api_port)}
     return {
         "AIRFLOW_CONN_LOTIMAGE_DEFAULT": json.dumps(
-            {"conn_type": "lotimage", "host": emulator.url, "password": KEY}
+            {"conn_type": "lotimage", "host": emulator.url, "password": KEY, "extra": extra}
         ),
+        **({} if webhooks is None else {"AIRFLOW_CONN_REDIS_DEFAULT": redis_connection(webhooks.redis.url)}),
         # The baseline's connection: HttpHook sends the extra's fields as headers.
         "AIRFLOW_CONN_LOTIMAGE_HTTP": json.dumps(
             {"conn_type": "http", "host": emulator.url, "extra": {"Authorization": f"Bearer {KEY}"}}
@@ -123,6 +134,14 @@ def _environment(emulator: EmulatorProcess, settings: PipelineSettings, output: 
         # stale "deferred" report. Both DAGs get the same setting.
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
     }
+
+
+@dataclass
+class Webhooks:
+    """Webhook completion for one run: the api-server's port (fixed before it starts) and a Redis."""
+
+    api_port: int
+    redis: RedisServer
 
 
 def slot_seconds(af: AirflowDeployment, dag_id: str, run_id: str) -> dict[str, Any]:
@@ -149,10 +168,13 @@ def run_pipeline(kind: str, settings: PipelineSettings, log: Any = print) -> dic
     dag_id = DAG_IDS[kind]
     prompts = make_prompts(settings.prompts)
     conf: dict[str, Any] = {"prompts": prompts}
-    if kind == "provider":
+    if kind.startswith("provider"):
         conf["skip_stored"] = False
     root = Path(tempfile.mkdtemp(prefix=f"lotimage-bench-{kind}-"))
     output = root / "output"
+    webhooks = None
+    if kind == "provider-webhooks":
+        webhooks = Webhooks(free_port(), RedisServer(root / "redis", "redis").start())
     try:
         with emulator_process(
             "--rate-limit",
@@ -165,9 +187,12 @@ def run_pipeline(kind: str, settings: PipelineSettings, log: Any = print) -> dic
             str(settings.grid_size),
             env={"LOTIMAGE_EMULATOR_KEYS": KEY},
         ) as emulator:
-            env = _environment(emulator, settings, output)
+            env = _environment(emulator, settings, output, webhooks)
             deployment = AirflowDeployment(
-                _dags_folder(kind, root), env=env, parallelism=settings.parallelism
+                _dags_folder(kind, root),
+                env=env,
+                parallelism=settings.parallelism,
+                api_port=None if webhooks is None else webhooks.api_port,
             )
             with deployment as af:
                 af.cli("pools", "set", POOL, str(settings.pool_slots), "LotImage calls", "--include-deferred")
@@ -200,16 +225,22 @@ def run_pipeline(kind: str, settings: PipelineSettings, log: Any = print) -> dic
             "tasks_retried": dict(tries),
             "triggerer_peak_rss_bytes": triggerer_memory.peak,
         }
+        if webhooks is not None:
+            figures["webhook_deliveries"] = stats.get("webhooks", {})
         log(f"{kind}: {json.dumps({k: v for k, v in figures.items() if 'by_task' not in k})}")
         return figures
     finally:
+        if webhooks is not None:
+            webhooks.redis.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
-def compare(settings: PipelineSettings, log: Any = print) -> dict[str, Any]:
-    """Both DAGs, one after the other, with the same settings."""
-    return {
-        "settings": asdict(settings),
-        "provider": run_pipeline("provider", settings, log),
-        "baseline": run_pipeline("baseline", settings, log),
-    }
+def compare(
+    settings: PipelineSettings, log: Any = print, kinds: tuple[str, ...] = ("provider", "baseline")
+) -> dict[str, Any]:
+    """The DAGs of ``kinds``, one after the other, with the same settings.
+
+    ``provider-webhooks`` is the provider's DAG with webhook completion: a private Redis, and the
+    connection's ``webhook_base_url`` pointing at the deployment's api-server.
+    """
+    return {"settings": asdict(settings), **{kind: run_pipeline(kind, settings, log) for kind in kinds}}

@@ -36,6 +36,7 @@ def test_connection_type_declared_declaratively() -> None:
         "rate_limit",
         "rate_limit_scope",
         "rate_limit_redis_conn_id",
+        "webhook_base_url",
         "timeout",
     }
     assert conn["conn-fields"]["rate_limit_scope"]["schema"]["enum"] == ["host", "redis", "process", None]

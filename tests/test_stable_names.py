@@ -223,8 +223,22 @@ def test_the_config_options_and_the_gallery_prefix() -> None:
         "gallery_picture_hosts": "",
         "gallery_extra_link": "True",
         "lineage_include_prompt": "False",
+        "webhook_redis_conn_id": "redis_default",
     }
     assert (config.SECTION, config.GALLERY_PREFIX) == ("lotimage", "/lotimage")
+
+
+def test_the_webhook_names() -> None:
+    """Webhook URLs given to the service, and Redis keys of waits in flight, outlive a release."""
+    from airflow_provider_lotimage.client import webhook
+    from airflow_provider_lotimage.webhooks import redis_store
+
+    assert (webhook.WEBHOOK_PREFIX, webhook.DELIVERY_ROUTE) == ("/lotimage-webhooks", "/deliveries")
+    assert webhook.webhook_url("https://a.example/", "T" * 43) == (
+        "https://a.example/lotimage-webhooks/deliveries?token=" + "T" * 43
+    )
+    assert redis_store.registration_key("k") == "lotimage:webhook:k"
+    assert redis_store.delivery_key("k") == "lotimage:webhook:k:delivered"
 
 
 def test_the_rate_budget_names() -> None:

@@ -29,6 +29,11 @@ class WaitOptions:
         trigger's default, see :func:`~airflow_provider_lotimage.utils.deferral.earliest_first_poll`).
     :param kind: the task's kind (:mod:`.schedule`), the adaptive schedule's prior (``None``: unknown).
     :param adaptive_polling: read when the task has likely moved (``False``: every ``poll_interval``).
+    :param webhook_key: webhook completion: the SHA-256 of the task's webhook token, under which
+        the api-server records its deliveries (``None``: no webhook, polling only).
+    :param from_submission: the wait began at the task's submission, so its end is a duration of
+        the kind to learn (:mod:`.durations`); set by the submitting operators, left out of
+        :meth:`to_kwargs` when ``False``.
     """
 
     poll_interval: float = 10.0
@@ -38,6 +43,8 @@ class WaitOptions:
     first_poll_at: float | None = None
     kind: str | None = None
     adaptive_polling: bool = True
+    webhook_key: str | None = None
+    from_submission: bool = False
 
     @classmethod
     def starting_at(
@@ -56,10 +63,17 @@ class WaitOptions:
         )
 
     def to_kwargs(self) -> dict[str, Any]:
-        """Return the fields as JSON-ready keyword arguments (``started_at`` only when set)."""
+        """Return the fields as JSON-ready keyword arguments.
+
+        ``started_at``, ``webhook_key`` and ``from_submission`` only when set: a trigger serialized
+        by an earlier release keeps its kwargs.
+        """
         kwargs = asdict(self)
-        if self.started_at is None:
-            del kwargs["started_at"]
+        for optional in ("started_at", "webhook_key"):
+            if kwargs[optional] is None:
+                del kwargs[optional]
+        if not self.from_submission:
+            del kwargs["from_submission"]
         return kwargs
 
     def watch(self, task_id: str, *, hold: bool = True) -> ProgressWatch:
@@ -78,4 +92,6 @@ class WaitOptions:
             first_poll_at=self.first_poll_at if hold else None,
             kind=self.kind,
             adaptive=self.adaptive_polling,
+            hinted=self.webhook_key is not None,
+            from_submission=self.from_submission,
         )

@@ -13,10 +13,11 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow_provider_lotimage.client import metric_names as names
 from airflow_provider_lotimage.client.contract import TaskProgress
+from airflow_provider_lotimage.client.durations import DurationBook, observed
 from airflow_provider_lotimage.client.metrics import NO_METRICS, Metrics, report_failure
 from airflow_provider_lotimage.client.schedule import adaptive_delay
 from airflow_provider_lotimage.exceptions import (
@@ -25,6 +26,15 @@ from airflow_provider_lotimage.exceptions import (
     TaskTimeoutError,
     TransientError,
 )
+
+
+class _Before(NamedTuple):
+    """What a watch had seen before the finishing read: where the task's end lies after."""
+
+    last_progress: int
+    last_change_at: float
+    zero_seen_at: float | None
+
 
 #: Default seconds without any progress before a task counts as stalled. Generous, because a task
 #: queued behind the key's running tasks legitimately shows 0 % for minutes.
@@ -56,6 +66,13 @@ class ProgressWatch:
     #: Epoch seconds of the last read that saw 0 %: the task had not moved yet then, so the
     #: progress rate is measured from there (``None``: from :attr:`started_at`).
     zero_seen_at: float | None = None
+    #: Whether a webhook delivery tells the wait when to read (:mod:`.schedule`: polling backs off).
+    hinted: bool = False
+    #: Seconds the task is expected to take, learned as the wait began (``None``: the kind's prior).
+    expected_seconds: float | None = None
+    #: Whether the wait began at the task's submission (the submitting operators): only then is
+    #: its end a duration of the task's kind, recorded in a :class:`~.durations.DurationBook`.
+    from_submission: bool = False
 
     @classmethod
     def start(
@@ -66,6 +83,7 @@ class ProgressWatch:
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         kind: str | None = None,
         adaptive: bool = True,
+        from_submission: bool = False,
     ) -> ProgressWatch:
         """Begin watching a task now.
 
@@ -74,6 +92,7 @@ class ProgressWatch:
         :param stall_timeout: seconds without progress after which the task counts as stalled.
         :param kind: the task's kind, for the first read's prior (``None``: unknown).
         :param adaptive: whether reads follow the task (False: every ``poll_interval``).
+        :param from_submission: the task was submitted just now (its end is a duration to learn).
         """
         now = time.time()
         return cls(
@@ -84,6 +103,7 @@ class ProgressWatch:
             stall_timeout=stall_timeout,
             kind=kind,
             adaptive=adaptive,
+            from_submission=from_submission,
         )
 
     @classmethod
@@ -96,8 +116,7 @@ class ProgressWatch:
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         first_poll_at: float | None = None,
         now: float | None = None,
-        kind: str | None = None,
-        adaptive: bool = True,
+        **fields: Any,
     ) -> ProgressWatch:
         """Pick up a wait that began at ``started_at``, as a (re)started trigger does.
 
@@ -111,8 +130,8 @@ class ProgressWatch:
         :param end_time: epoch seconds when the wait times out (``None``: never).
         :param stall_timeout: seconds without progress after which the task counts as stalled.
         :param first_poll_at: epoch seconds before which progress is not read (``None``: at once).
-        :param kind: the task's kind, for the first read's prior (``None``: unknown).
-        :param adaptive: whether reads follow the task (False: every ``poll_interval``).
+        :param fields: the watch's other fields, as given at the start (``kind``, ``adaptive``,
+            ``hinted``, ``from_submission``).
         """
         now = time.time() if now is None else now
         timeout = None if end_time is None else max(0.0, end_time - started_at)
@@ -123,9 +142,13 @@ class ProgressWatch:
             timeout=timeout,
             stall_timeout=stall_timeout,
             first_poll_at=first_poll_at,
-            kind=kind,
-            adaptive=adaptive,
+            **fields,
         )
+
+    def expect(self, book: DurationBook) -> None:
+        """Take the expected duration from ``book`` as the wait begins (probing only if it learns)."""
+        if self.adaptive and self.expected_seconds is None and self.last_read_at is None:
+            self.expected_seconds = book.expected(self.kind, probe=self.from_submission)
 
     def observe(self, progress: TaskProgress, now: float | None = None) -> bool:
         """Record one answer. True when the task is finished; raises when waiting must stop.
@@ -142,7 +165,7 @@ class ProgressWatch:
         self.last_error = None
         if progress.is_finished:
             return True
-        self._check_limits(now)
+        _check_limits(self, now)
         return False
 
     def observe_error(self, error: LotImageError, now: float | None = None) -> None:
@@ -151,7 +174,7 @@ class ProgressWatch:
         self.last_read_at = now
         self.last_error = str(error)
         self.moved = False
-        self._check_limits(now)
+        _check_limits(self, now)
 
     def _record_read(self, progress: int, now: float) -> None:
         """Remember when this read was made, and whether the task still showed 0 % then."""
@@ -165,14 +188,18 @@ class ProgressWatch:
         now: float | None = None,
         *,
         metrics: Metrics = NO_METRICS,
+        durations: DurationBook | None = None,
     ) -> TaskProgress | None:
         """One poll's outcome in, the finished task out (or None to keep waiting).
 
         The one place a wait's end is seen, whoever waits (poke, blocking wait, trigger): a
         finished task's seconds since :attr:`started_at` go to ``metrics`` by kind, a stall or a
         timeout by reason (the service's own verdicts are counted by the read: :mod:`.retry`).
+        A wait :attr:`from_submission` also gives its task's duration to ``durations``
+        (:func:`.durations.observed`, from what was seen before the finishing read).
         """
         now = time.time() if now is None else now
+        before = _Before(self.last_progress, self.last_change_at, self.zero_seen_at)
         try:
             if isinstance(outcome, TransientError):
                 self.observe_error(outcome, now)
@@ -184,6 +211,8 @@ class ProgressWatch:
             raise
         kind = {names.TAG_KIND: self.kind or names.KIND_UNKNOWN}
         metrics.timing(names.TASK_DURATION, max(0.0, now - self.started_at), tags=kind)
+        if durations is not None and self.from_submission:
+            durations.record(self.kind, observed(self.started_at, now, *before))
         return outcome
 
     def first_poll_in(self, now: float | None = None) -> float:
@@ -246,21 +275,6 @@ class ProgressWatch:
         now = time.time() if now is None else now
         return max(0.0, self.started_at + self.timeout - now)
 
-    def _check_limits(self, now: float) -> None:
-        suffix = f"; last error: {self.last_error}" if self.last_error else ""
-        if self.timeout is not None and now - self.started_at >= self.timeout:
-            raise TaskTimeoutError(
-                f"LotImage task did not finish within {self.timeout:g} s "
-                f"(last progress {max(self.last_progress, 0)}%){suffix}",
-                task_id=self.task_id,
-            )
-        if self.stall_timeout is not None and now - self.last_change_at >= self.stall_timeout:
-            raise TaskStalledError(
-                f"LotImage task stalled at {max(self.last_progress, 0)}%: no progress for "
-                f"{now - self.last_change_at:.0f} s (stall timeout {self.stall_timeout:g} s){suffix}",
-                task_id=self.task_id,
-            )
-
     def to_dict(self) -> dict[str, Any]:
         """Return the watch as plain data for task state or a trigger, without the transient ``moved``."""
         data = asdict(self)
@@ -272,3 +286,20 @@ class ProgressWatch:
         """Rebuild a watch from :meth:`to_dict`'s output, ignoring keys that are not fields."""
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "moved"}
         return cls(**fields)
+
+
+def _check_limits(watch: ProgressWatch, now: float) -> None:
+    """Raise when the watch's overall or stall timeout has passed at ``now``."""
+    suffix = f"; last error: {watch.last_error}" if watch.last_error else ""
+    if watch.timeout is not None and now - watch.started_at >= watch.timeout:
+        raise TaskTimeoutError(
+            f"LotImage task did not finish within {watch.timeout:g} s "
+            f"(last progress {max(watch.last_progress, 0)}%){suffix}",
+            task_id=watch.task_id,
+        )
+    if watch.stall_timeout is not None and now - watch.last_change_at >= watch.stall_timeout:
+        raise TaskStalledError(
+            f"LotImage task stalled at {max(watch.last_progress, 0)}%: no progress for "
+            f"{now - watch.last_change_at:.0f} s (stall timeout {watch.stall_timeout:g} s){suffix}",
+            task_id=watch.task_id,
+        )

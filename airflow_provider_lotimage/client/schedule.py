@@ -50,6 +50,15 @@ MAX_POLL_FACTOR = 3.0
 #: adaptive schedule never reads more often than the fixed one it replaces.
 MIN_POLL_GAP = 1.0
 
+#: With webhook completion the delivery says when to read, and polling is only the fallback for
+#: a delivery that is late or lost: the adaptive schedule's sleeps, and its upper bound, are this
+#: many times longer. A task whose delivery arrives then reads once, even when it waited in the
+#: key's queue for minutes (the benchmark's batch of 6 at factor 2: 1.17 reads a task, the
+#: fallback reading queued grids at its upper bound); a lost delivery costs at most four upper
+#: bounds of lag (2 minutes at the default 10 s ``poll_interval``), and a stall is still
+#: reported on time.
+WEBHOOK_FALLBACK_FACTOR = 4.0
+
 #: Fraction of the predicted duration added to a predicted end before reading. Progress comes in
 #: steps (15, 31, 46 ... 93, 100: about a seventh of the run each), so the shown progress lags the
 #: true one by up to a step whatever the percentage, and the predicted end is early by up to a
@@ -73,6 +82,17 @@ def typical_seconds(kind: str | None) -> float | None:
     return TYPICAL_SECONDS.get(kind) if kind is not None else None
 
 
+def expected_seconds(seen: Observations) -> float | None:
+    """Return the duration a task not yet moved is expected to take, None for an unknown kind.
+
+    The duration learned for the key and kind when the wait began (:mod:`.durations`), or else
+    the kind's prior (:data:`TYPICAL_SECONDS`).
+    """
+    if seen.expected_seconds is not None:
+        return seen.expected_seconds
+    return typical_seconds(seen.kind)
+
+
 class Observations(Protocol):
     """What the schedule knows of a task: the fields of a :class:`~.progress.ProgressWatch`."""
 
@@ -83,6 +103,8 @@ class Observations(Protocol):
     zero_seen_at: float | None
     kind: str | None
     stall_timeout: float | None
+    hinted: bool
+    expected_seconds: float | None
 
 
 def adaptive_delay(seen: Observations, poll_interval: float, now: float, spread: float = 0.0) -> float:
@@ -90,10 +112,12 @@ def adaptive_delay(seen: Observations, poll_interval: float, now: float, spread:
 
     The wanted read (:func:`wanted_at`) is spread only later, or earlier at the upper bound (a read
     before a predicted end is wasted), kept within :func:`gap_bounds`, and never past the stall
-    deadline, so a stall is reported on time.
+    deadline, so a stall is reported on time. A wait told by webhook (``hinted``) sleeps
+    :data:`WEBHOOK_FALLBACK_FACTOR` times longer.
     """
     low, high = gap_bounds(seen, poll_interval, now)
-    delay = min(max(wanted_at(seen, poll_interval, now) - now, low), high)
+    stretch = WEBHOOK_FALLBACK_FACTOR if seen.hinted else 1.0
+    delay = min(max((wanted_at(seen, poll_interval, now) - now) * stretch, low), high)
     delay *= 1.0 - spread if delay >= high else 1.0 + spread
     delay = min(max(delay, low), high)
     if seen.stall_timeout is not None:
@@ -106,9 +130,11 @@ def gap_bounds(seen: Observations, poll_interval: float, now: float) -> tuple[fl
 
     The shortest keeps the fair-share gap (:data:`MIN_POLL_GAP`, or ``poll_interval`` when
     shorter, as the fixed schedule would read) after the last read; the longest is
-    ``poll_interval`` times :data:`MAX_POLL_FACTOR`.
+    ``poll_interval`` times :data:`MAX_POLL_FACTOR` (times :data:`WEBHOOK_FALLBACK_FACTOR` with webhooks).
     """
     high = max(0.0, poll_interval * MAX_POLL_FACTOR)
+    if seen.hinted:
+        high *= WEBHOOK_FALLBACK_FACTOR
     if seen.last_read_at is None:
         return 0.0, high
     low = max(0.0, seen.last_read_at + min(MIN_POLL_GAP, poll_interval) - now)
@@ -126,7 +152,7 @@ def wanted_at(seen: Observations, poll_interval: float, now: float) -> float:
     """
     if seen.last_progress > 0:
         return moving_wanted_at(seen, now)
-    prior = typical_seconds(seen.kind)
+    prior = expected_seconds(seen)
     if seen.last_read_at is not None and seen.last_read_at >= seen.started_at + (prior or poll_interval) / 2:
         return math.inf
     return now + poll_interval if prior is None else seen.started_at + prior * (1.0 + FINISH_MARGIN)

@@ -14,6 +14,8 @@ connection applies to every call, whichever mode the task waits in. The network 
 * ``trust_env``: read ``HTTP(S)_PROXY``/``NO_PROXY``, ``REQUESTS_CA_BUNDLE`` and ``.netrc`` from the
   environment (default ``true``, as ``requests`` does).
 
+``webhook_base_url`` turns webhook completion on (:mod:`airflow_provider_lotimage.webhooks`).
+
 The rate extras (``rate_limit``, ``rate_limit_scope``, ``rate_limit_redis_conn_id``) say which limiter
 the key gets; the hook asks :func:`~airflow_provider_lotimage.ratelimit.registry.limiter_of` for it.
 The settings are data: building them reads no other connection and opens nothing (a CA bundle or
@@ -31,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_lotimage.client import contract
-from airflow_provider_lotimage.exceptions import AuthError, ConnectionConfigError
+from airflow_provider_lotimage.client.validation import check_webhook
+from airflow_provider_lotimage.exceptions import AuthError, ConnectionConfigError, LotImageInputError
 
 DEFAULT_TIMEOUT = 30.0
 #: Where a key's rate budget is shared (``rate_limit_scope``): by every machine reaching one Redis,
@@ -59,6 +62,8 @@ class ConnectionSettings:
     verify: Verify = True
     cert: ClientCert = None
     trust_env: bool = True
+    #: Webhook completion: the public address of Airflow's api-server (``None``: polling only).
+    webhook_base_url: str | None = None
 
     def url(self, path: str) -> str:
         """Return the absolute URL of an API path."""
@@ -91,6 +96,7 @@ def read_settings(conn: Any, extra: Mapping[str, Any]) -> ConnectionSettings:
         verify=field_error.verify(extra.get("verify", extra.get("verify_ssl"))),
         cert=field_error.cert(extra.get("cert")),
         trust_env=field_error.boolean("trust_env", extra.get("trust_env"), default=True),
+        webhook_base_url=field_error.webhook_base_url(extra.get("webhook_base_url")),
     )
 
 
@@ -180,6 +186,14 @@ class _FieldErrors:
         if not isinstance(value, str) or not value.strip():
             raise self.error("rate_limit_redis_conn_id", f"must name a Redis connection, got {value!r}")
         return value.strip()
+
+    def webhook_base_url(self, value: Any) -> str | None:
+        if value is None or value == "":
+            return None
+        try:
+            return check_webhook(value, name="webhook_base_url")
+        except LotImageInputError as exc:
+            raise self.error("webhook_base_url", str(exc)) from None
 
     def boolean(self, name: str, value: Any, *, default: bool) -> bool:
         if value is None or value == "":

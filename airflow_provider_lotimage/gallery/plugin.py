@@ -1,4 +1,4 @@
-"""The Airflow plugin: the gallery's app on the api-server, and its entries in the UI.
+"""The Airflow plugin: the gallery's and the webhook route's apps on the api-server, the UI entries.
 
 Registered through the ``airflow.plugins`` entry point. Every Airflow process imports plugins
 (the scheduler and workers too), so this module stays light: the FastAPI app is built, and
@@ -11,28 +11,29 @@ path of ``[api] base_url``, so a deployment served under a sub-path works too.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
 from airflow_provider_lotimage import config
+from airflow_provider_lotimage.client.webhook import WEBHOOK_PREFIX
 
 ASGIReceive = Any
 ASGISend = Any
 
 
 class LazyApp:
-    """An ASGI app that builds the gallery app (:func:`.app.create_app`) on its first request."""
+    """An ASGI app that builds the app of ``module`` (its ``create_app()``) on its first request."""
 
-    def __init__(self) -> None:
+    def __init__(self, module: str = "airflow_provider_lotimage.gallery.app") -> None:
+        self.module = module
         self._app: Any = None
 
     async def __call__(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
         """Serve one ASGI call, building the app first if this is the first."""
         if self._app is None:
-            from airflow_provider_lotimage.gallery.app import create_app
-
-            self._app = create_app()
+            self._app = importlib.import_module(self.module).create_app()
         await self._app(scope, receive, send)
 
 
@@ -66,6 +67,11 @@ class LotImageGalleryPlugin(AirflowPlugin):
 
     name = "lotimage_gallery"
     fastapi_apps = [  # noqa: RUF012 - AirflowPlugin's own attribute
-        {"app": LazyApp(), "url_prefix": config.GALLERY_PREFIX, "name": "LotImage gallery"}
+        {"app": LazyApp(), "url_prefix": config.GALLERY_PREFIX, "name": "LotImage gallery"},
+        {
+            "app": LazyApp("airflow_provider_lotimage.webhooks.app"),
+            "url_prefix": WEBHOOK_PREFIX,
+            "name": "LotImage webhooks",
+        },
     ]
     external_views = external_views(config.gallery_path())

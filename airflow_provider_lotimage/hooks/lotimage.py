@@ -25,7 +25,7 @@ from airflow_provider_lotimage.client.validation import (
     validate_task_id,
 )
 from airflow_provider_lotimage.exceptions import AuthError, LotImageError, TaskNotFoundError, TransientError
-from airflow_provider_lotimage.ratelimit.registry import limiter_of
+from airflow_provider_lotimage.ratelimit.registry import durations_of, limiter_of
 from airflow_provider_lotimage.utils import connection_form
 from airflow_provider_lotimage.utils.metrics import AirflowMetrics
 from airflow_provider_lotimage.utils.secrets import (
@@ -38,6 +38,7 @@ from airflow_provider_lotimage.version_compat import HAS_DECLARATIVE_CONNECTION_
 
 if TYPE_CHECKING:
     from airflow_provider_lotimage.client.async_transport import AsyncTransport
+    from airflow_provider_lotimage.client.durations import DurationBook
     from airflow_provider_lotimage.client.limiter import RateLimiter
 
 T = TypeVar("T")
@@ -108,6 +109,11 @@ class LotImageHook(BaseHook):
         if self._limiter is None:
             self._limiter = limiter_of(self.settings)
         return self._limiter
+
+    @property
+    def durations(self) -> DurationBook:
+        """The durations observed for the key (:func:`..ratelimit.registry.durations_of`): the schedule's."""
+        return durations_of(self.settings)
 
     @property
     def transport(self) -> SyncTransport:
@@ -220,12 +226,12 @@ class LotImageHook(BaseHook):
         on_progress: Callable[[int], None] | None = None,
         kind: str | None = None,
         adaptive: bool = True,
+        from_submission: bool = False,
     ) -> TaskProgress:
         """Poll until the task is finished, blocking the calling thread.
 
-        Reads follow :meth:`~airflow_provider_lotimage.client.progress.ProgressWatch.next_poll_in`: each
-        spends one of the key's calls, so an adaptive wait reads when the task is likely to have
-        moved or finished rather than every ``poll_interval``.
+        Reads follow :meth:`~airflow_provider_lotimage.client.progress.ProgressWatch.next_poll_in`: an
+        adaptive wait reads when the task has likely moved or finished, not every ``poll_interval``.
 
         :param lotimage_task_id: the task to wait for.
         :param poll_interval: seconds between reads (adaptive: the base of the schedule, whose
@@ -233,11 +239,11 @@ class LotImageHook(BaseHook):
         :param timeout: seconds the whole wait may take (None: no limit).
         :param stall_timeout: seconds without progress after which the task counts as stalled.
         :param on_progress: called with the percentage whenever it moves.
-        :param kind: the kind of a task just submitted (``KIND_IMAGINE``, or
-            :func:`~airflow_provider_lotimage.client.schedule.kind_of_button`): the first read then comes
-            near its typical end instead of at once, when it could only show 0 %. None: unknown,
-            read at once (the task may be long finished).
+        :param kind: the kind of a task just submitted (``KIND_IMAGINE``, or ``kind_of_button``): the
+            first read then comes near its expected end (:attr:`durations`), not at once, when it
+            could only show 0 %. None: unknown, read at once (the task may be long finished).
         :param adaptive: False reads every ``poll_interval``, as a fixed schedule.
+        :param from_submission: the task was submitted just now: its duration teaches :attr:`durations`.
         :return: the finished task.
         :raises TaskFailedError: the task failed.
         :raises TaskStalledError: no progress for ``stall_timeout`` seconds.
@@ -246,13 +252,8 @@ class LotImageHook(BaseHook):
         watch = ProgressWatch.start(
             lotimage_task_id, timeout=timeout, stall_timeout=stall_timeout, kind=kind, adaptive=adaptive
         )
-        if kind is not None and adaptive:
-            time.sleep(watch.next_poll_in(poll_interval))
-        while (done := watch.step(self.poll_once(lotimage_task_id), metrics=self.metrics)) is None:
-            if watch.moved and on_progress is not None:
-                on_progress(watch.last_progress)
-            time.sleep(watch.next_poll_in(poll_interval))
-        return done
+        watch.from_submission = from_submission
+        return _wait_blocking(self, watch, poll_interval, on_progress)
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the URL and key with one read of an unknown task: no paid task is spent.
@@ -295,6 +296,20 @@ class LotImageHook(BaseHook):
 
             policy, metrics = self.retry_policy, self.metrics
             return await policy.arun(call, limiter, self.log, attempt, give_back=give_back, metrics=metrics)
+
+
+def _wait_blocking(
+    hook: LotImageHook, watch: ProgressWatch, poll_interval: float, on_progress: Callable[[int], None] | None
+) -> TaskProgress:
+    """Read on the watch's schedule until the task is finished; the wait's duration goes to the book."""
+    watch.expect(book := hook.durations)
+    if watch.kind is not None and watch.adaptive:
+        time.sleep(watch.next_poll_in(poll_interval))
+    while (done := watch.step(hook.poll_once(watch.task_id), metrics=hook.metrics, durations=book)) is None:
+        if watch.moved and on_progress is not None:
+            on_progress(watch.last_progress)
+        time.sleep(watch.next_poll_in(poll_interval))
+    return done
 
 
 def _submit_body(*, cutting: bool, webhook: str | None, **fields: Any) -> dict[str, Any]:

@@ -54,5 +54,5 @@ class ButtonOperator(LotImageSubmitOperator):
     def submit(self) -> str:
         """Press the button on the parent task (a paid task) and return the new taskId."""
         return self.hook.press_button(
-            self.parent_task_id, self.button, cutting=self.cutting, webhook=self.webhook
+            self.parent_task_id, self.button, cutting=self.cutting, webhook=self.submit_webhook
         )

@@ -51,4 +51,4 @@ class ImagineOperator(LotImageSubmitOperator):
 
     def submit(self) -> str:
         """Submit the prompt to ``imagine`` (a paid task) and return the new taskId."""
-        return self.hook.imagine(self.prompt, cutting=self.cutting, webhook=self.webhook)
+        return self.hook.imagine(self.prompt, cutting=self.cutting, webhook=self.submit_webhook)

@@ -121,6 +121,8 @@ class Outcomes:
 
     finished: dict[str, TaskProgress] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
+    #: Tasks this try submitted (not reconnected to): their waits begin at the submission.
+    submitted: set[str] = field(default_factory=set)
 
 
 @contextlib.contextmanager

@@ -73,6 +73,7 @@ from airflow_provider_lotimage.utils.lineage import Created
 from airflow_provider_lotimage.utils.secrets import validate_webhook
 from airflow_provider_lotimage.utils.task_state import ResumableJobMixin, release
 from airflow_provider_lotimage.utils.templating import NOT_YET, parse_time_value
+from airflow_provider_lotimage.webhooks.completion import WebhookCompletion
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -88,7 +89,8 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
 
     :param lotimage_conn_id: the LotImage connection.
     :param cutting: also deliver the four pictures of the grid separately (``image_urls``).
-    :param webhook: URL the service POSTs the finished task to (polling stays the fallback).
+    :param webhook: URL the service POSTs the finished task to (polling stays the fallback). Unset,
+        a deferrable wait gets webhook completion if the connection has a ``webhook_base_url``.
     :param wait_for_completion: wait for the picture; the return value is then the result dict
         (as TaskProgressSensor's) instead of the taskId.
     :param deferrable: wait in the triggerer, holding no worker slot.
@@ -97,11 +99,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
     :param stall_timeout: seconds without progress after which the task counts as stalled.
     :param first_poll_delay: deferrable only: seconds after the deferral before the trigger's
         first progress read, so before the task can resume. ``None`` (default): the worker's
-        ``[workers] min_heartbeat_interval`` + 5 s, read when it defers (10 s with Airflow's
-        defaults). A trigger that fires sooner can make Airflow 3 fail the resumed task ("state
-        mismatch"); see :func:`~airflow_provider_lotimage.utils.deferral.default_first_poll_delay`. No
-        progress is read before deferring: a task submitted a moment ago cannot have finished,
-        and a retry that reconnects to its task has just read its progress.
+        ``[workers] min_heartbeat_interval`` + 5 s (why: ``utils.deferral.default_first_poll_delay``).
     :param end_from_trigger: deferrable only: when the picture is ready, end the task in the
         triggerer (XComs ``return_value``, ``lotimage_task_id`` and ``lotimage_image_url`` as
         usual) instead of resuming it on a worker. ``False``: resume in ``execute_complete`` as
@@ -139,6 +137,7 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         self.lotimage_conn_id = lotimage_conn_id
         self.cutting = validate_cutting(cutting)
         self.webhook = webhook
+        self.submit_webhook: str | None = webhook
         if (known := parse_time_value(webhook)) is not NOT_YET:
             validate_webhook(known)  # fail at parse time when the value is already known
         self.wait_for_completion = wait_for_completion
@@ -231,10 +230,15 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
 
     def submit_job(self, context: Context) -> dict[str, Any]:
         """Take a place in the run's budget, make the paid call, and return the record to store."""
+        base_url, wanted = self.hook.settings.webhook_base_url, self.wait_for_completion and self.deferrable
+        hook = WebhookCompletion(base_url, wanted=wanted, timeout=self.timeout)
+        self.submit_webhook = self.webhook or hook.open(context)
         task_id = PaidSubmission(self._budget).submit(self.submit)
+        hook.bind(task_id)
+        self._outcomes.submitted.add(task_id)
         self.log.info("Submitted LotImage task %s", task_id)
         context["ti"].xcom_push(key=TASK_ID_XCOM_KEY, value=task_id)
-        return {"lotimage_task_id": task_id, "request": self._fingerprint()}
+        return {"lotimage_task_id": task_id, "request": self._fingerprint(), "webhook_key": hook.key}
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
         """``running``/``finished`` reconnect; anything else submits afresh.
@@ -274,7 +278,8 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
         # The extra link is computed whenever the task finishes or defers: give it a value early.
         context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value="")
         if self.wait_for_completion and self.deferrable:
-            self.defer(trigger=self._trigger(task_id), method_name="execute_complete")
+            trigger = _trigger(self, task_id, external_id.get("webhook_key"))
+            self.defer(trigger=trigger, method_name="execute_complete")
         result = self._wait(task_id, context) if self.wait_for_completion else task_id
         self._outcomes.results[task_id] = result
         return result
@@ -306,25 +311,29 @@ class LotImageSubmitOperator(ResumableJobMixin, BaseOperator):
                 on_progress=lambda pct: self.log.info("LotImage task %s: %d%%", task_id, pct),
                 kind=self.task_kind(),
                 adaptive=self.adaptive_polling,
+                from_submission=task_id in self._outcomes.submitted,
             )
         return record_result(context, progress.to_result())
 
-    def _trigger(self, task_id: str) -> TaskProgressTrigger:
-        """Build the trigger that waits for ``task_id`` and, if allowed, ends this task."""
-        end_here = ends_in_triggerer(self)
-        options = WaitOptions.starting_at(
-            time.time(),
-            timeout=self.timeout,
-            first_poll_delay=hold_seconds(self.first_poll_delay),
-            poll_interval=self.poll_interval,
-            stall_timeout=self.stall_timeout,
-            kind=self.task_kind(),
-            adaptive_polling=self.adaptive_polling,
-        )
-        ending = TaskEnding(
-            end_from_trigger=end_here,
-            release_keys=tuple(self._record_keys()) if end_here else (),
-            push_return_value=self.do_xcom_push,
-            push_task_id=True,
-        )
-        return TaskProgressTrigger.waiting_for(task_id, self.lotimage_conn_id, options, ending)
+
+def _trigger(operator: LotImageSubmitOperator, task_id: str, webhook_key: Any) -> TaskProgressTrigger:
+    """Build the trigger that waits for ``task_id`` (told by webhook) and, if allowed, ends the task."""
+    end_here = ends_in_triggerer(operator)
+    options = WaitOptions.starting_at(
+        time.time(),
+        timeout=operator.timeout,
+        first_poll_delay=hold_seconds(operator.first_poll_delay),
+        poll_interval=operator.poll_interval,
+        stall_timeout=operator.stall_timeout,
+        kind=operator.task_kind(),
+        adaptive_polling=operator.adaptive_polling,
+        webhook_key=webhook_key if isinstance(webhook_key, str) else None,
+        from_submission=task_id in operator._outcomes.submitted,
+    )
+    ending = TaskEnding(
+        end_from_trigger=end_here,
+        release_keys=tuple(operator._record_keys()) if end_here else (),
+        push_return_value=operator.do_xcom_push,
+        push_task_id=True,
+    )
+    return TaskProgressTrigger.waiting_for(task_id, operator.lotimage_conn_id, options, ending)

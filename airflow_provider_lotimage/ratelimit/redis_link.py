@@ -1,4 +1,7 @@
-"""One Redis connection of this process, as the rate budget (:mod:`.redis_budget`) uses it.
+"""One Redis connection of this process, for the rate budget or the shared durations.
+
+The rate budget (:mod:`.redis_budget`) and the shared durations (:mod:`.redis_durations`) each
+have a link of their own to a Redis connection (one script each).
 
 The connection is read by the Redis provider's ``RedisHook``, so it means here what it means to
 every other user of that provider; a sync client (``redis``) and, per event loop, an asyncio client
@@ -36,6 +39,19 @@ _SSL_ARGS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_keyfile", "ssl_certfile", "ss
 _FIELD = "rate_limit_redis_conn_id"
 
 
+@dataclass(frozen=True)
+class SharedThing:
+    """What a link shares, as its log lines name it: ``name``, and what happens ``meanwhile`` it is away."""
+
+    name: str
+    meanwhile: str
+
+
+RATE_BUDGET = SharedThing(
+    "the LotImage budget", "each machine keeps its own LotImage rate budget (scope 'host')"
+)
+
+
 @dataclass
 class _LoopClient:
     """The async client of one event loop (an asyncio client belongs to the loop that made it)."""
@@ -57,14 +73,18 @@ class RedisLink:
     :param conn_id: the Airflow Redis connection (named in logs; its password never is).
     :param params: host, port, db, username, password and SSL settings read by ``RedisHook``.
     :param script: the Lua script it runs (with ``EVALSHA``, loaded again when Redis forgot it).
+    :param shares: what the link shares, for its log lines (the rate budget, by default).
     """
 
-    def __init__(self, conn_id: str, params: dict[str, Any], script: str) -> None:
+    def __init__(
+        self, conn_id: str, params: dict[str, Any], script: str, shares: SharedThing | None = None
+    ) -> None:
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
         self.conn_id = conn_id
+        self.shares = shares or RATE_BUDGET
         self._params = params
         self._source = script
         self._client = redis.Redis(**params, **_options(Retry(NoBackoff(), 0)))
@@ -144,10 +164,11 @@ class RedisLink:
             self._retry_at = time.monotonic() + RETRY_REDIS_EVERY
         if first:
             log.warning(
-                "Redis connection %r did not answer (%s); until it does, each machine keeps its own "
-                "LotImage rate budget (scope 'host'). Redis is tried again every %g s.",
+                "Redis connection %r did not answer (%s); until it does, %s. "
+                "Redis is tried again every %g s.",
                 self.conn_id,
                 self._describe(exc),
+                self.shares.meanwhile,
                 RETRY_REDIS_EVERY,
             )
 
@@ -156,7 +177,7 @@ class RedisLink:
             back = self._retry_at is not None
             self._retry_at = None
         if back:
-            log.info("Redis connection %r answers again: the LotImage budget is shared again", self.conn_id)
+            log.info("Redis connection %r answers again: %s is shared again", self.conn_id, self.shares.name)
 
     def _describe(self, exc: BaseException) -> str:
         """Name a failure for the log, without the connection's password."""
@@ -177,8 +198,8 @@ _links: dict[tuple[str, tuple[tuple[str, str], ...], str], RedisLink] = {}
 _links_lock = threading.Lock()
 
 
-def link_for(conn_id: str, script: str) -> RedisLink:
-    """Return this process's link to the Redis of ``conn_id``, running ``script``.
+def link_for(conn_id: str, script: str, shares: SharedThing | None = None) -> RedisLink:
+    """Return this process's link to the Redis of ``conn_id``, running ``script``, sharing ``shares``.
 
     The connection is read every time (once per hook), so a changed connection takes effect for
     the next task; clients are made once per distinct connection.
@@ -190,7 +211,7 @@ def link_for(conn_id: str, script: str) -> RedisLink:
     with _links_lock:
         link = _links.get(key)
         if link is None:
-            link = _links[key] = RedisLink(conn_id, params, script)
+            link = _links[key] = RedisLink(conn_id, params, script, shares)
         return link
 
 

@@ -1,4 +1,4 @@
-"""Which limiter a LotImage connection gets: one per key and scope in this process.
+"""Which limiter, and which durations book, a LotImage connection gets: one per key and scope.
 
 The hook asks here (:func:`limiter_of`) once it has read its connection, and keeps the answer; a
 picture download, which needs neither the key nor its budget, never does. Scope ``"redis"`` imports
@@ -7,6 +7,7 @@ picture download, which needs neither the key nor its budget, never does. Scope 
 
 from __future__ import annotations
 
+from airflow_provider_lotimage.client.durations import DurationBook, book_for
 from airflow_provider_lotimage.client.limiter import RateLimiter
 from airflow_provider_lotimage.client.settings import DEFAULT_REDIS_CONN_ID, SCOPES, ConnectionSettings
 from airflow_provider_lotimage.exceptions import ConnectionConfigError
@@ -59,3 +60,23 @@ def limiter_for(
     calls, period = window(rate_per_second)
     fallback = local_limiter(identity, rate_per_second, "host")
     return redis_budget.budget_for(redis_conn_id, identity, calls, period, fallback)
+
+
+def durations_of(settings: ConnectionSettings) -> DurationBook:
+    """Return the durations book of a connection's (service, key) pair in this process.
+
+    For scope ``redis`` the book's observations are shared through the rate budget's Redis
+    (:mod:`.redis_durations`; this reads the Redis connection, blocking). A Redis connection that
+    cannot work leaves the book to this process: learning durations is never a reason to fail.
+    """
+    identity = key_identity(settings.base_url, settings.api_key)
+    if settings.rate_limit_scope != "redis":
+        return book_for(identity)
+    from airflow_provider_lotimage.ratelimit import redis_durations
+
+    conn_id = settings.rate_limit_redis_conn_id
+    try:
+        shared = redis_durations.shared_durations(conn_id, identity)
+    except LimiterConfigError:
+        return book_for(identity)
+    return book_for(identity, f"redis:{conn_id}", lambda: shared)

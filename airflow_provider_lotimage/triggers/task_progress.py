@@ -1,10 +1,55 @@
-"""TaskProgressTrigger: waits for a LotImage task in the triggerer, holding no worker slot."""
+"""TaskProgressTrigger: waits for a LotImage task in the triggerer, holding no worker slot.
+
+Times are absolute (epoch seconds), so a triggerer restart neither resets the timeout nor mistakes
+the restart for a stall. The taskId is checked here (``validate_task_id``), since a sensor started
+from the triggerer gets it rendered here, never in a worker: a bad one is an ``error`` event.
+
+**Ending the task here** (``end_from_trigger``): on success the trigger stores the XComs the
+task's ``execute_complete`` would push (``return_value``: the result dict, unless the task has
+``do_xcom_push=False``; ``lotimage_image_url``; ``lotimage_task_id`` for the submitting
+operators), releases the task's records, logs the same "finished" line, and yields Airflow's
+``TaskSuccessEvent``: the triggerer marks the task successful and it never goes back to a
+worker. Errors and timeouts always resume the task on a worker, which fails it with the usual
+message, retries and failure callbacks. This works alike on Airflow 3.1 to 3.3, whose
+triggerers handle the event the same way (``handle_event_submit`` for ``BaseTaskEndEvent``).
+
+The XComs are written through the Task SDK (``XCom.set``, in a triggerer over its API comms),
+as a worker writes them, not as the event's ``xcoms``: the triggerer stores those with
+``XComModel.set``, which JSON-encodes the value into the JSON column once more, so on 3.1 to
+3.3 a task pulling them through the Task SDK gets the JSON *text* (a dict arrives as a string,
+a taskId in quotes). The records (``release_keys``, a submitting operator's taskId and
+paid-task budget claim) are released with
+:func:`~airflow_provider_lotimage.utils.task_state.release`, as the task does on success, for the
+task instance the triggerer gave the trigger. On 3.3 that does nothing (Airflow's task state
+store belongs to the run); below 3.3 it deletes Variables, which the triggerer's comms carry on
+3.1 and 3.2 as well. Both happen *before* the event: a triggerer that dies in between leaves
+the task deferred and the next triggerer runs the trigger again (one more progress read,
+nothing paid); no retry can start while the task is deferred, so none can pay twice.
+
+Two cases still send a success to a worker, whose ``execute_complete`` does all that itself:
+a run that no triggerer makes (no ``trigger_id``: ``dag.test()`` runs the trigger inline and
+then resumes the task with the event's payload, on every supported version), and XComs or
+records the trigger could not write or release.
+
+**The deferral race.** An event that resumes the task on a worker comes no sooner than
+``first_poll_at``: a trigger that fires within seconds of its deferral can make Airflow fail the
+resumed task ("state mismatch"; why, and the default of ``[workers] min_heartbeat_interval`` +
+5 s, in :func:`~airflow_provider_lotimage.utils.deferral.default_first_poll_delay`). A wait that
+ends its task here on success reads from the start: the triggerer ends the task, which no late
+report can fail, and only an event that resumes a worker waits for ``first_poll_at``
+(:attr:`TaskProgressTrigger.holds_reads`); any other wait reads no sooner. Operators compute it in
+the worker when they defer. It is absolute, so a trigger recreated after a triggerer restart
+waits only for what is left of it. The wait applies when a triggerer runs the trigger (which
+gives it a ``trigger_id``); ``dag.test()`` runs it inline, in the task's own process right
+after the deferral, where no scheduler can race it, and reads at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
@@ -18,8 +63,10 @@ from airflow_provider_lotimage.exceptions import LotImageError, TaskTimeoutError
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
 from airflow_provider_lotimage.keys import IMAGE_URL_XCOM_KEY, RETURN_VALUE_XCOM_KEY, TASK_ID_XCOM_KEY
 from airflow_provider_lotimage.links import LotImagePictureLink, link_for, log_finished
+from airflow_provider_lotimage.ratelimit.registry import durations_of
 from airflow_provider_lotimage.utils.deferral import TaskEnding, earliest_first_poll
 from airflow_provider_lotimage.utils.task_state import release
+from airflow_provider_lotimage.webhooks.hints import Hints
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -53,46 +100,8 @@ class TaskProgressTrigger(BaseTrigger):
 
     Yields exactly one event: ``{"status": "success", "lotimage_task_id", "result"}`` with the
     result dict, ``{"status": "error", "lotimage_task_id", "message", "error_type"}``, or
-    ``{"status": "timeout", "lotimage_task_id", "message"}``. Times are absolute (epoch seconds)
-    so that a triggerer restart neither resets the timeout nor mistakes the restart for a stall.
-    The taskId is checked here (``validate_task_id``), since a sensor started from the triggerer
-    gets it rendered here, never in a worker: a bad one is an ``error`` event.
-
-    **Ending the task here** (``end_from_trigger``): on success the trigger stores the XComs the
-    task's ``execute_complete`` would push (``return_value``: the result dict, unless the task has
-    ``do_xcom_push=False``; ``lotimage_image_url``; ``lotimage_task_id`` for the submitting
-    operators), releases the task's records, logs the same "finished" line, and yields Airflow's
-    ``TaskSuccessEvent``: the triggerer marks the task successful and it never goes back to a
-    worker. Errors and timeouts always resume the task on a worker, which fails it with the usual
-    message, retries and failure callbacks. This works alike on Airflow 3.1 to 3.3, whose
-    triggerers handle the event the same way (``handle_event_submit`` for ``BaseTaskEndEvent``).
-
-    The XComs are written through the Task SDK (``XCom.set``, in a triggerer over its API comms),
-    as a worker writes them, not as the event's ``xcoms``: the triggerer stores those with
-    ``XComModel.set``, which JSON-encodes the value into the JSON column once more, so on 3.1 to
-    3.3 a task pulling them through the Task SDK gets the JSON *text* (a dict arrives as a string,
-    a taskId in quotes). The records (``release_keys``, a submitting operator's taskId and
-    paid-task budget claim) are released with
-    :func:`~airflow_provider_lotimage.utils.task_state.release`, as the task does on success, for the
-    task instance the triggerer gave the trigger. On 3.3 that does nothing (Airflow's task state
-    store belongs to the run); below 3.3 it deletes Variables, which the triggerer's comms carry on
-    3.1 and 3.2 as well. Both happen *before* the event: a triggerer that dies in between leaves
-    the task deferred and the next triggerer runs the trigger again (one more progress read,
-    nothing paid); no retry can start while the task is deferred, so none can pay twice.
-
-    Two cases still send a success to a worker, whose ``execute_complete`` does all that itself:
-    a run that no triggerer makes (no ``trigger_id``: ``dag.test()`` runs the trigger inline and
-    then resumes the task with the event's payload, on every supported version), and XComs or
-    records the trigger could not write or release.
-
-    The first progress read, and so any event, comes no sooner than ``first_poll_at``: a trigger
-    that fires within seconds of its deferral can make Airflow fail the resumed task ("state
-    mismatch"; why, and the default of ``[workers] min_heartbeat_interval`` + 5 s, in
-    :func:`~airflow_provider_lotimage.utils.deferral.default_first_poll_delay`). Operators compute it in
-    the worker when they defer. It is absolute, so a trigger recreated after a triggerer restart
-    waits only for what is left of it. The wait applies when a triggerer runs the trigger (which
-    gives it a ``trigger_id``); ``dag.test()`` runs it inline, in the task's own process right
-    after the deferral, where no scheduler can race it, and reads at once.
+    ``{"status": "timeout", "lotimage_task_id", "message"}``; or, ending the task here,
+    Airflow's ``TaskSuccessEvent``. How it ends a task, and when it may fire: the module doc.
 
     :param lotimage_task_id: the taskId to follow.
     :param lotimage_conn_id: the LotImage connection.
@@ -110,6 +119,14 @@ class TaskProgressTrigger(BaseTrigger):
     :param push_task_id: end with the ``lotimage_task_id`` XCom too (the submitting operators).
     :param kind: the task's kind, for the adaptive schedule's first read (``None``: unknown).
     :param adaptive_polling: read when the task likely moved (False: every ``poll_interval``).
+    :param webhook_key: webhook completion (:mod:`airflow_provider_lotimage.webhooks`): the SHA-256
+        of the task's webhook token. A delivery the api-server recorded under it wakes the trigger,
+        which then reads the task once: the delivery is a hint (it carries no signature), the read
+        is the truth. Polling goes on underneath, backed off (``WEBHOOK_FALLBACK_FACTOR``), for a
+        delivery that is late or lost. ``None``: polling only.
+    :param from_submission: the wait began at the submission: its end teaches the key's durations
+        book (:mod:`~airflow_provider_lotimage.client.durations`), whose expectation the watch takes
+        when the trigger starts (again after a triggerer restart, from that triggerer's book).
     """
 
     def __init__(
@@ -128,6 +145,8 @@ class TaskProgressTrigger(BaseTrigger):
         push_task_id: bool = False,
         kind: str | None = None,
         adaptive_polling: bool = True,
+        webhook_key: str | None = None,
+        from_submission: bool = False,
     ) -> None:
         super().__init__()
         self.lotimage_task_id = lotimage_task_id
@@ -140,6 +159,8 @@ class TaskProgressTrigger(BaseTrigger):
             first_poll_at=earliest_first_poll(None) if first_poll_at is None else float(first_poll_at),
             kind=kind,
             adaptive_polling=bool(adaptive_polling),
+            webhook_key=webhook_key,
+            from_submission=bool(from_submission),
         )
         self.ending = TaskEnding(
             end_from_trigger=bool(end_from_trigger),
@@ -156,6 +177,8 @@ class TaskProgressTrigger(BaseTrigger):
     first_poll_at = _Option("options")
     kind = _Option("options")
     adaptive_polling = _Option("options")
+    webhook_key = _Option("options")
+    from_submission = _Option("options")
     end_from_trigger = _Option("ending")
     push_return_value = _Option("ending")
     push_task_id = _Option("ending")
@@ -188,36 +211,63 @@ class TaskProgressTrigger(BaseTrigger):
         """
         return getattr(self, "trigger_id", None) is not None
 
+    @property
+    def holds_reads(self) -> bool:
+        """Whether reads wait for ``first_poll_at``; else only an event that resumes a worker does.
+
+        A task that ends here on success is ended by the triggerer (``TaskSuccessEvent``), which
+        no stale report of the deferring try can fail: Airflow's scheduler fails a try on such a
+        report only while it is scheduled, queued or running again, which only a worker resume
+        makes it. So such a task reads from the start, and a delivery or an early finish ends it
+        at once; only an error, a timeout, an exception or a success that must resume a worker
+        waits for ``first_poll_at`` before it leaves ``run``.
+        """
+        return self.run_by_triggerer and not self.end_from_trigger
+
     def _watch(self) -> ProgressWatch:
-        return self.options.watch(self.lotimage_task_id, hold=self.run_by_triggerer)
+        return self.options.watch(self.lotimage_task_id, hold=self.holds_reads)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the task is done, then yield the one event (see the class docstring).
 
-        The wait for ``first_poll_at`` comes before anything that could fail: an exception from
-        ``run`` also resumes the task, and would race the scheduler just as an early event would.
+        The wait for ``first_poll_at`` comes before anything that resumes the task on a worker: an
+        event other than ``TaskSuccessEvent``, and an exception from ``run``, which resumes the
+        task too and would race the scheduler just as an early event would (:attr:`holds_reads`).
         """
         watch = self._watch()
-        await self._hold(watch)
+        if self.holds_reads:
+            await self._hold()
+        try:
+            event = await self._outcome(watch)
+        except Exception:
+            await self._hold()
+            raise
+        if not isinstance(event, TaskSuccessEvent):
+            await self._hold()
+        yield event
+
+    async def _outcome(self, watch: ProgressWatch) -> TriggerEvent:
+        """Wait for the task and return the one event; the webhook token is forgotten either way."""
         base = {"lotimage_task_id": self.lotimage_task_id}
         try:
             done = await self._wait(watch)
         except TaskTimeoutError as err:
-            yield TriggerEvent({**base, "status": "timeout", "message": str(err)})
-            return
+            return TriggerEvent({**base, "status": "timeout", "message": str(err)})
         except LotImageError as err:
-            yield TriggerEvent(
+            return TriggerEvent(
                 {**base, "status": "error", "message": str(err), "error_type": type(err).__name__}
             )
-            return
-        yield await self._success(done.to_result())
+        finally:
+            await self.hints.close()
+        return await self._success(done.to_result())
 
-    async def _hold(self, watch: ProgressWatch) -> None:
-        hold = watch.first_poll_in()
+    async def _hold(self) -> None:
+        """Sleep until ``first_poll_at`` when a triggerer runs the trigger (see the class docstring)."""
+        hold = max(0.0, self.first_poll_at - time.time()) if self.run_by_triggerer else 0.0
         if hold > 0:
             self.log.info(
-                "Reading LotImage task %s in %.1f s: a trigger that fires sooner after its deferral can "
-                "make Airflow fail the resumed task",
+                "LotImage task %s: holding for %.1f s: a trigger that fires sooner after its deferral "
+                "can make Airflow fail the resumed task",
                 self.lotimage_task_id,
                 hold,
             )
@@ -227,16 +277,25 @@ class TaskProgressTrigger(BaseTrigger):
         """Check the taskId, then read progress until the watch says the task is done."""
         self.lotimage_task_id = watch.task_id = validate_task_id(self.lotimage_task_id)
         hook = LotImageHook(self.lotimage_conn_id)
+        book = await sync_to_async(durations_of)((await hook.atransport()).settings)
+        await sync_to_async(watch.expect)(book)  # may read Redis (scope "redis")
         if watch.adaptive and watch.kind is not None:
             # A task of known kind is first read near its expected end, not at once: a grid read
             # at the end of the hold shows 0 % and costs a read that tells nothing.
-            await asyncio.sleep(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
+            await self.hints.pause(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
         metrics = hook.metrics
-        while (done := watch.step(await hook.apoll_once(self.lotimage_task_id), metrics=metrics)) is None:
+        while (
+            done := watch.step(await hook.apoll_once(self.lotimage_task_id), metrics=metrics, durations=book)
+        ) is None:
             if watch.moved:
                 self.log.info("LotImage task %s: %d%%", self.lotimage_task_id, watch.last_progress)
-            await asyncio.sleep(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
+            await self.hints.pause(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
         return done
+
+    @cached_property
+    def hints(self) -> Hints:
+        """The webhook deliveries of this wait (without ``webhook_key``: plain sleeps)."""
+        return Hints(self.webhook_key, self.lotimage_task_id, self.log)
 
     async def _success(self, result: LotImageResult) -> TriggerEvent:
         """End the task here when asked and possible, else resume it with the ordinary event."""

@@ -38,7 +38,7 @@ def ui_field_behaviour() -> dict[str, Any]:
 
 
 def connection_form_widgets() -> dict[str, Any]:
-    """Return the extra fields (calls per second, scope, Redis connection, timeout) as WTForms fields.
+    """Return the extra fields (rate, scope, Redis connection, webhook base URL, timeout) as WTForms fields.
 
     :return: field name -> unbound WTForms field; values are saved in the Extra under that name.
     """

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from airflow_provider_lotimage.client.contract import TaskProgress
+from airflow_provider_lotimage.client.durations import DurationBook
 from airflow_provider_lotimage.client.metrics import NO_METRICS
 from airflow_provider_lotimage.client.progress import ProgressWatch
 from airflow_provider_lotimage.client.schedule import (
@@ -431,6 +432,7 @@ class FakeHook:
 
     def __init__(self, clock: FakeClock, task: LinearTask) -> None:
         self.clock, self.task, self.reads = clock, task, 0
+        self.durations = DurationBook()  # a fresh key's: the kinds' priors
 
     def poll_once(self, lotimage_task_id: str) -> TaskProgress:
         self.reads += 1

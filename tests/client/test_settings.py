@@ -20,7 +20,7 @@ def conn(**fields: Any) -> SimpleNamespace:
 
 
 def test_defaults_follow_requests() -> None:
-    settings = read_settings(conn(password="k"), {})
+    settings = read_settings(conn(password="k-3f9Q"), {})
     assert (settings.verify, settings.cert, settings.trust_env, dict(settings.proxies)) == (
         True,
         None,
@@ -28,7 +28,7 @@ def test_defaults_follow_requests() -> None:
         {},
     )
     assert settings.rate_limit == 3.0 and settings.rate_limit_scope == "host" and settings.timeout == 30.0
-    assert "k" not in repr(settings)
+    assert "k-3f9Q" not in repr(settings)
 
 
 def test_network_extras_reach_both_transports(tmp_path: Path) -> None:

@@ -114,7 +114,6 @@ def deployment(
         yield af
 
 
-
 def wait_for(what: str, check: object, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not check():  # type: ignore[operator]

@@ -27,13 +27,18 @@ IN_WORKER_DAG = "distributed_imagine_in_worker"
 UPSCALES = 4
 
 
-def set_lotimage_connection(af: AirflowDeployment, url: str, *, scope: str, create: bool = False) -> None:
+def set_lotimage_connection(
+    af: AirflowDeployment, url: str, *, scope: str, create: bool = False, webhook_base_url: str | None = None
+) -> None:
     """Create (or overwrite) the LotImage connection with rate scope ``scope`` through the REST API.
 
     Scope ``redis`` names its Redis connection explicitly, although ``redis_default`` is the
-    default: the scenarios are about that connection.
+    default: the scenarios are about that connection. ``webhook_base_url`` turns webhook
+    completion on.
     """
     extra: dict[str, Any] = {"rate_limit": RATE, "rate_limit_scope": scope}
+    if webhook_base_url is not None:
+        extra["webhook_base_url"] = webhook_base_url
     if scope == "redis":
         extra["rate_limit_redis_conn_id"] = "redis_default"
     body = {

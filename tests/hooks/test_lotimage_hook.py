@@ -469,8 +469,6 @@ def test_a_paid_call_is_never_given_back(hook: LotImageHook, lotimage_emulator) 
     call = Call("imagine", "/midjourney/v1/imagine", {"prompt": "a cat"}, paid=True, parse=lambda reply: "id")
     sent: list[str] = []
     with pytest.raises(ValueError, match="never given back"):
-        REAL.run(
-            call, hook.limiter, hook.log, lambda: sent.append("imagine"), give_back=True
-        )
+        REAL.run(call, hook.limiter, hook.log, lambda: sent.append("imagine"), give_back=True)
     assert sent == []
     assert lotimage_emulator.stats()["requests"]["imagine"] == 0

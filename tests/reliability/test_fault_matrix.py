@@ -171,7 +171,11 @@ def test_preview_url_is_not_taken_for_the_result(harness: Harness, emu: Any, tmp
 def test_progress_format_is_normalised(
     harness: Harness, emu: Any, fmt: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """progress as "45%" or 45.5: read as whole percents, the task still finishes at 100."""
+    """progress as "45%" or 45.5: read as whole percents, the task still finishes at 100.
+
+    An imagine of 8 s: the sensor starts a few seconds after the submission on a loaded machine,
+    and must still see the steps before the end.
+    """
     emu.set_config(time_scale=STEPPED)
     emu.add_fault("progress_format", format=fmt)
     run = harness.run(imagine_wait_dag(harness))

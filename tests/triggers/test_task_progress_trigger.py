@@ -137,3 +137,44 @@ def test_inline_run_reads_at_once(lotimage_connection: str, lotimage_emulator: A
     event = asyncio.run(anext(trigger.run()))
     assert event.payload["status"] == "success"
     assert time.monotonic() - started < 10
+
+
+# -- a task that ends in the triggerer reads at once; only an event that resumes a worker waits ------
+
+
+def test_a_task_ending_here_reads_at_once_and_holds_only_an_event_for_a_worker(
+    lotimage_connection: str, lotimage_emulator: Any
+) -> None:
+    """``end_from_trigger``: the read is not held. Here the XComs cannot be stored (no triggerer
+    comms in this process), so the success must resume a worker: that event still waits."""
+    task_id = finished_task(lotimage_emulator)
+    before = progress_calls(lotimage_emulator)
+    trigger = in_triggerer(
+        TaskProgressTrigger(
+            task_id, poll_interval=0.2, first_poll_at=time.time() + HOLD, end_from_trigger=True
+        )
+    )
+    assert not trigger.holds_reads
+    payload, reads_early, elapsed = asyncio.run(first_event(trigger, lotimage_emulator, check_at=HOLD - 0.4))
+    assert reads_early == before + 1, "the read was held"
+    assert payload["status"] == "success" and payload["result"]["lotimage_task_id"] == task_id
+    assert elapsed >= HOLD - 0.05, "an event that resumes a worker came before first_poll_at"
+
+
+def test_a_failure_of_a_task_ending_here_still_waits_for_first_poll_at(
+    lotimage_connection: str, lotimage_emulator: Any
+) -> None:
+    lotimage_emulator.add_fault(
+        "fail_task", endpoint="imagine", err_message="Request cancelled due to output filters"
+    )
+    hook = LotImageHook()
+    task_id = hook.imagine("a lighthouse made of glass")
+    time.sleep(1.5)  # failed at LotImage by now
+    trigger = in_triggerer(
+        TaskProgressTrigger(
+            task_id, poll_interval=0.2, first_poll_at=time.time() + HOLD, end_from_trigger=True
+        )
+    )
+    payload, _, elapsed = asyncio.run(first_event(trigger, lotimage_emulator, check_at=0.1))
+    assert payload["status"] == "error" and "output filters" in payload["message"], payload
+    assert elapsed >= HOLD - 0.05

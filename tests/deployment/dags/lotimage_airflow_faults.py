@@ -8,6 +8,8 @@ deployment's environment; parsing needs none of them.
   second. No retries, so a task Airflow fails stays failed and is seen. Both resume on a worker
   (``end_from_trigger=False``): the race is on that path, which a task whose picture is ready no
   longer takes by default, but every failing one still does.
+* ``lotimage_deferral_race_end_in_triggerer``: the same upscales, ending in the triggerer
+  (``end_from_trigger=True``): their reads are not held, the race being on the worker path only.
 * ``lotimage_scheduler_crash``: six deferrable imagines and two that wait in their worker.
 * ``lotimage_api_server_crash``: four imagines that wait in their worker.
 
@@ -72,6 +74,32 @@ with DAG(
         retries=0,
         end_from_trigger=False,
     ).expand(lotimage_task_id=wait.output)
+
+with DAG(
+    dag_id="lotimage_deferral_race_end_in_triggerer",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    max_active_tasks=MAX_ACTIVE_TASKS,
+    params={"finished": Param([], type="array", items={"type": "string"})},
+    tags=["lotimage", "airflow-faults"],
+):
+
+    @task
+    def grids(params: dict[str, Any] | None = None) -> list[str]:
+        return list((params or {})["finished"])
+
+    ButtonOperator.partial(
+        task_id="upscale",
+        lotimage_conn_id="lotimage_race",
+        button="U1",
+        wait_for_completion=True,
+        deferrable=True,
+        poll_interval=POLL_INTERVAL,
+        timeout=600,
+        retries=0,
+        end_from_trigger=True,
+    ).expand(lotimage_task_id=grids())
 
 with DAG(
     dag_id="lotimage_scheduler_crash",
