@@ -16,8 +16,12 @@ PANELS: tuple[tuple[str, str, str], ...] = (
     ("answers_429", "429 answers", ""),
     ("triggerer_peak_mib", "Triggerer peak memory", "MiB"),
 )
-COLOURS = {"provider": (38, 110, 180), "baseline": (200, 110, 40)}
-LABELS = {"provider": "this provider (deferrable)", "baseline": "HttpOperator + HttpSensor (poke)"}
+COLOURS = {"provider": (38, 110, 180), "provider-webhooks": (60, 160, 90), "baseline": (200, 110, 40)}
+LABELS = {
+    "provider": "this provider (deferrable)",
+    "provider-webhooks": "this provider with webhooks",
+    "baseline": "HttpOperator + HttpSensor (poke)",
+}
 WALL_TARGET = 1.3
 WIDTH, PANEL_HEIGHT, LEFT, RIGHT, TOP = 900, 92, 250, 150, 70
 

@@ -1,4 +1,4 @@
-"""A PNG chart of a size sweep: four panels against the batch size, provider and baseline as lines.
+"""A PNG chart of a size sweep: four panels against the batch size, a line per kind of run.
 
 Pillow only (the benchmark's environment has no matplotlib), like :mod:`benchmarks.chart`.
 """
@@ -24,6 +24,8 @@ PANELS: tuple[Panel, ...] = (
     ("worker_slot_seconds_per_paid_task", "Worker-slot-seconds per paid task", None),
     ("answers_429", "429 answers", None),
 )
+#: Where each kind's value is written beside its dot, so that the three labels stay apart.
+LABEL_OFFSETS = {"provider": -18, "provider-webhooks": -32, "baseline": 4}
 PANEL_WIDTH, PANEL_HEIGHT, HEADER = 560, 330, 70
 WIDTH, HEIGHT = 2 * PANEL_WIDTH, HEADER + 2 * PANEL_HEIGHT
 #: Plot area inside a panel: margins left, top, right, bottom.
@@ -35,7 +37,7 @@ Point = tuple[float, float]
 
 
 def series(records: Sequence[dict[str, Any]], key: str) -> dict[str, list[Point]]:
-    """(paid tasks, figure) per side, the sizes whose figure is known, smallest first."""
+    """(paid tasks, figure) per kind, the sizes whose figure is known, smallest first."""
     ordered = sorted(records, key=lambda record: record["paid_tasks"])
     return {
         kind: [(r["paid_tasks"], float(r[kind][key])) for r in ordered if r[kind].get(key) is not None]
@@ -99,14 +101,13 @@ def _target_line(draw: ImageDraw.ImageDraw, frame: Frame, target: float) -> None
 
 
 def _plot(draw: ImageDraw.ImageDraw, frame: Frame, kind: str, points: list[Point]) -> None:
-    """One side's line, a dot per size and its value (provider above the dot, baseline below)."""
+    """One kind's line, a dot per size and its value (the providers' above the dot, the baseline's below)."""
     at = [(frame.x(x), frame.y(y)) for x, y in points]
     if len(at) > 1:
         draw.line(at, fill=COLOURS[kind], width=3)
     for (px, py), (_, value) in zip(at, points, strict=True):
         draw.ellipse((px - 5, py - 5, px + 5, py + 5), fill=COLOURS[kind])
-        offset = -18 if kind == "provider" else 4
-        draw.text((px + 7, py + offset), f"{value:.3g}", fill="black", font=_font(11))
+        draw.text((px + 7, py + LABEL_OFFSETS[kind]), f"{value:.3g}", fill="black", font=_font(11))
 
 
 def _panel(
