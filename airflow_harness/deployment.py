@@ -467,4 +467,5 @@ class AirflowDeployment:
     log_tail = _Forward("logs", Logs.log_tail)
     format_log_tails = _Forward("logs", Logs.format_log_tails)
     task_log_files = _Forward("logs", Logs.task_log_files)
+    task_log_records = _Forward("logs", Logs.task_log_records)
     task_log_tail = _Forward("logs", Logs.task_log_tail)

@@ -67,6 +67,24 @@ class Logs:
         pattern = f"dag_id={dag_id}/run_id={run_id or '*'}/task_id={task_id or '*'}/**/*.log"
         return sorted(self.task_log_dir.glob(pattern))
 
+    def task_log_records(self, dag_id: str, run_id: str) -> list[dict[str, object]]:
+        """Every JSON record of a run's task logs, the triggers' included (``_file``: which log).
+
+        A trigger's log is ``attempt=N.log.trigger.<triggerer job id>.log``, so ``_file`` also
+        says which triggerer ran it.
+        """
+        run_dir = self.task_log_dir / f"dag_id={dag_id}" / f"run_id={run_id}"
+        records: list[dict[str, object]] = []
+        for path in self.task_log_files(dag_id, run_id):
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    records.append({**record, "_file": str(path.relative_to(run_dir))})
+        return records
+
     def task_log_tail(self, dag_id: str, run_id: str, task_id: str, lines: int = 40) -> str:
         """Last ``lines`` messages of a task's logs (worker and trigger), as ``time level event``."""
         out = []

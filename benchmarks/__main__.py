@@ -105,9 +105,10 @@ _ONLY = {
 
 def _scopes(text: str) -> tuple[str, ...]:
     scopes = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [scope for scope in scopes if scope not in ("host", "redis", "process")]
+    unknown = [scope for scope in scopes if scope not in (*distributed.SCOPES, "process")]
     if not scopes or unknown or len(set(scopes)) != len(scopes):
-        raise argparse.ArgumentTypeError(f"a comma-separated list of distinct host, redis, process: {text!r}")
+        names = ", ".join((*distributed.SCOPES, "process"))
+        raise argparse.ArgumentTypeError(f"a comma-separated list of distinct {names}: {text!r}")
     return scopes
 
 

@@ -1,4 +1,4 @@
-"""The provider's batch DAG on the distributed topology, with rate scope ``host`` and ``redis``.
+"""The provider's batch DAG on the distributed topology: rate scope ``host``, ``redis``, and webhooks.
 
 One deployment (``Topology.distributed()``: PostgreSQL, CeleryExecutor with two workers acting as
 two machines, two triggerers, a Redis for Celery and a second Redis for the rate budget) serves
@@ -14,6 +14,12 @@ by ``time_scale``, as in the local benchmark. Four machines call LotImage with t
 workers submit, the two triggerers read progress. Scope ``host`` gives each machine the whole
 budget; scope ``redis`` makes them share one.
 
+The third run, ``webhooks``, is scope ``redis`` with webhook completion: the connection's
+``webhook_base_url`` is the deployment's api-server, the deliveries are recorded in the budget
+Redis, and whichever triggerer holds a task's trigger acts on its delivery. Its figures add the
+emulator's webhook tallies and, from the triggers' log files (``attempt=N.log.trigger.<job>.log``),
+how many deliveries each triggerer's machine acted on.
+
 Figures, as in :mod:`benchmarks.pipelines`: wall time, calls, 429s and duplicate paid tasks from
 the emulator; the floor from :func:`benchmarks.pipelines.floor_seconds`; worker-slot-seconds as
 time in ``running`` from the metadata DB's audit log (PostgreSQL here), and the supervisors' own
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -54,9 +61,14 @@ from benchmarks.pipelines import (
 DAG_ID = DAG_IDS["provider"]
 CONN_ID = "lotimage_default"
 REDIS_CONN_ID = "redis_default"
-SCOPES: tuple[str, ...] = ("host", "redis")
-#: Targets of the ``redis`` scope (reported, not asserted).
+#: The runs, in order: a rate scope each, and scope ``redis`` with webhook completion.
+SCOPES: tuple[str, ...] = ("host", "redis", "webhooks")
+#: The runs whose targets are judged (the others are reported as they are).
+JUDGED = ("redis", "webhooks")
+#: Targets of the judged runs (reported, not asserted).
 WALL_TARGET = 1.3
+#: What a trigger logs when a delivery wakes it (:mod:`airflow_provider_lotimage.webhooks.hints`).
+ACTED = "webhook delivered, reading it now"
 
 Log = Callable[[str], None]
 
@@ -88,11 +100,19 @@ class DistributedSettings:
         return floor_seconds(PipelineSettings(prompts=self.prompts, time_scale=self.time_scale))
 
 
-def connection_body(url: str, scope: str) -> dict[str, Any]:
-    """The LotImage connection (REST API body) at the emulator ``url`` with rate scope ``scope``."""
-    extra: dict[str, Any] = {"rate_limit": RATE_LIMIT, "rate_limit_scope": scope}
-    if scope == "redis":
+def connection_body(url: str, scope: str, api_url: str | None = None) -> dict[str, Any]:
+    """The LotImage connection (REST API body) at the emulator ``url`` for the run ``scope``.
+
+    ``webhooks`` is rate scope ``redis`` with the api-server at ``api_url`` as ``webhook_base_url``.
+    """
+    rate_scope = "redis" if scope == "webhooks" else scope
+    extra: dict[str, Any] = {"rate_limit": RATE_LIMIT, "rate_limit_scope": rate_scope}
+    if rate_scope == "redis":
         extra["rate_limit_redis_conn_id"] = REDIS_CONN_ID
+    if scope == "webhooks":
+        if api_url is None:
+            raise ValueError("the webhooks run needs the api-server's URL")
+        extra["webhook_base_url"] = api_url
     return {
         "connection_id": CONN_ID,
         "conn_type": "lotimage",
@@ -104,7 +124,7 @@ def connection_body(url: str, scope: str) -> dict[str, Any]:
 
 def _set_connection(af: AirflowDeployment, url: str, scope: str) -> None:
     """Create or overwrite the LotImage connection in the metadata DB (an environment one would shadow it)."""
-    body = connection_body(url, scope)
+    body = connection_body(url, scope, af.api_url)
     try:
         af.api("PATCH", f"connections/{CONN_ID}", body)
     except DeploymentError:
@@ -138,7 +158,8 @@ def run_scope(
         instances = af.task_instances(DAG_ID, run_id)
         stats = emulator.stats()
         tasks = emulator.admin("tasks")["tasks"]
-    return scope_figures(
+        acted = acting_hosts(af.task_log_records(DAG_ID, run_id), _triggerer_hosts(af))
+    figures = scope_figures(
         scope,
         settings,
         state=result.state,
@@ -152,6 +173,24 @@ def run_scope(
         pictures_stored=len(list(batch_dir.rglob("*.png"))),
         load_average=[load_before, _load_average()],
     )
+    if scope == "webhooks":
+        figures |= {"webhook_deliveries": stats.get("webhooks", {}), "deliveries_acted_on_by_host": acted}
+    return figures
+
+
+def _triggerer_hosts(af: AirflowDeployment) -> dict[int, str]:
+    """Triggerer job id -> the machine it runs on."""
+    return {int(row["id"]): str(row["hostname"]) for row in af.jobs("TriggererJob")}
+
+
+def acting_hosts(records: Sequence[dict[str, Any]], hosts: dict[int, str]) -> dict[str, int]:
+    """Deliveries acted on per triggerer machine: each trigger's log file names its triggerer job."""
+    acted: Counter[str] = Counter()
+    for record in records:
+        where = re.search(r"\.trigger\.(\d+)\.log$", str(record.get("_file", "")))
+        if where and ACTED in str(record.get("event")):
+            acted[hosts.get(int(where[1]), f"job {where[1]}")] += 1
+    return dict(sorted(acted.items()))
 
 
 def scope_figures(
@@ -265,20 +304,31 @@ def _dupes(figures: dict[str, Any]) -> int:
 def targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each target with the measured value and whether it was met (``met`` is ``None``: only reported).
 
-    Scope ``redis``: zero 429s and wall within 1.3x the floor. Every scope: no paid task twice.
-    Scope ``host`` is reported as it is.
+    Scope ``redis`` and the ``webhooks`` run: zero 429s and wall within 1.3x the floor; the
+    ``webhooks`` run also every paid task's delivery acted on by a triggerer. Every run: no paid
+    task twice. Scope ``host`` is reported as it is.
     """
     found: dict[str, dict[str, Any]] = {}
     for scope, figures in result.get("scopes", {}).items():
         ratio, answers = figures.get("wall_over_floor"), figures.get("answers_429")
-        judged = scope == "redis"
+        judged = scope in JUDGED
         found[f"{scope}_zero_429"] = {"value": answers, "met": answers == 0 if judged else None}
         found[f"{scope}_wall_within_{WALL_TARGET}x_floor"] = {
             "value": ratio,
             "met": (ratio is not None and ratio <= WALL_TARGET) if judged else None,
         }
         found[f"{scope}_zero_duplicates"] = {"value": _dupes(figures), "met": _dupes(figures) == 0}
+        if scope == "webhooks":
+            acted, paid = sum(figures.get("deliveries_acted_on_by_host", {}).values()), _paid(figures)
+            found["webhooks_every_delivery_acted_on"] = {
+                "value": f"{acted}/{paid}",
+                "met": paid > 0 and acted == paid,
+            }
     return found
+
+
+def _paid(figures: dict[str, Any]) -> int:
+    return sum(figures.get("paid_tasks", {}).values())
 
 
 def table(result: dict[str, Any]) -> str:
@@ -294,6 +344,10 @@ def table(result: dict[str, Any]) -> str:
             f"{host} {n}" for host, n in sorted(figures.get("task_instances_by_host", {}).items())
         )
 
+    def acted(figures: dict[str, Any]) -> str:
+        by_host = figures.get("deliveries_acted_on_by_host")
+        return "" if by_host is None else ", ".join(f"{host} {n}" for host, n in by_host.items()) or "none"
+
     rows: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
         ("run state", lambda f: f.get("state")),
         ("wall time, first submit to last picture (s)", lambda f: f.get("wall_seconds")),
@@ -307,6 +361,7 @@ def table(result: dict[str, Any]) -> str:
         ("worker-seconds (`Workload finished`)", lambda f: f.get("worker_process_seconds")),
         ("task executions (worker processes)", lambda f: f.get("task_executions")),
         ("task instances per worker", hosts),
+        ("webhook deliveries acted on, per triggerer", acted),
     ]
     lines = ["| | " + " | ".join(f"scope `{scope}`" for scope in scopes) + " |"]
     lines.append("|---|" + "---:|" * len(scopes))

@@ -13,7 +13,10 @@ import pytest
 
 from benchmarks.__main__ import parse_args
 from benchmarks.distributed import (
+    ACTED,
+    SCOPES,
     DistributedSettings,
+    acting_hosts,
     connection_body,
     redis_connection,
     scope_figures,
@@ -36,7 +39,7 @@ def test_default_topology_is_local_with_the_local_defaults() -> None:
 def test_distributed_topology_takes_its_own_defaults_and_options() -> None:
     args = parse_args(["--topology", "distributed"])
     assert args.prompts == DistributedSettings().prompts == 12
-    assert args.scopes == ("host", "redis")
+    assert args.scopes == SCOPES == ("host", "redis", "webhooks")
     assert args.worker_concurrency == 4
     args = parse_args(["--topology", "distributed", "--scopes", "redis, host", "--prompts", "3"])
     assert args.scopes == ("redis", "host") and args.prompts == 3
@@ -82,6 +85,31 @@ def test_connections_name_the_scope_and_the_budget_redis() -> None:
         "rate_limit": 3.0,
         "rate_limit_scope": "host",
     }
+    webhooks = json.loads(connection_body("http://x", "webhooks", "http://127.0.0.1:8080")["extra"])
+    assert webhooks == {
+        "rate_limit": 3.0,
+        "rate_limit_scope": "redis",
+        "rate_limit_redis_conn_id": "redis_default",
+        "webhook_base_url": "http://127.0.0.1:8080",
+    }
+    with pytest.raises(ValueError, match="api-server"):
+        connection_body("http://x", "webhooks")
+
+
+def test_deliveries_acted_on_are_counted_by_the_triggerer_in_the_log_files_name() -> None:
+    def record(file: str, event: str) -> dict[str, Any]:
+        return {"_file": file, "event": event}
+
+    records = [
+        record("task_id=batch.imagine/map_index=0/attempt=1.log.trigger.7.log", f"LotImage task a: {ACTED}"),
+        record("task_id=batch.U1/map_index=0/attempt=1.log.trigger.7.log", f"LotImage task b: {ACTED}"),
+        record("task_id=batch.U2/map_index=1/attempt=1.log.trigger.9.log", f"LotImage task c: {ACTED}"),
+        record("task_id=batch.U2/map_index=1/attempt=1.log.trigger.9.log", "LotImage task c: 100%"),
+        record("task_id=batch.U3/map_index=1/attempt=1.log", f"LotImage task d: {ACTED}"),
+        record("task_id=batch.U4/map_index=2/attempt=1.log.trigger.11.log", f"LotImage task e: {ACTED}"),
+    ]
+    hosts = {7: "triggerer-1", 9: "triggerer-2"}
+    assert acting_hosts(records, hosts) == {"job 11": 1, "triggerer-1": 2, "triggerer-2": 1}
 
 
 def _figures(scope: str, *, wall: float, answers_429: int, duplicate: bool = False) -> dict[str, Any]:
@@ -152,6 +180,20 @@ def test_targets_judge_the_redis_scope_and_only_report_the_host_scope() -> None:
     assert found["host_zero_duplicates"] == {"value": 0, "met": True}
 
 
+def test_the_webhooks_run_is_judged_and_every_delivery_must_be_acted_on() -> None:
+    webhooks = _figures("webhooks", wall=204.0, answers_429=0)
+    webhooks["deliveries_acted_on_by_host"] = {"triggerer-1": 31, "triggerer-2": 29}
+    found = targets(_result(webhooks=webhooks))
+    assert found["webhooks_zero_429"] == {"value": 0, "met": True}
+    assert found["webhooks_wall_within_1.3x_floor"] == {"value": 1.2, "met": True}
+    assert found["webhooks_every_delivery_acted_on"] == {"value": "60/60", "met": True}
+    webhooks["deliveries_acted_on_by_host"] = {"triggerer-1": 59}
+    assert targets(_result(webhooks=webhooks))["webhooks_every_delivery_acted_on"]["met"] is False
+    assert "| webhook deliveries acted on, per triggerer | triggerer-1 59 |" in table(
+        _result(webhooks=webhooks)
+    )
+
+
 def test_targets_missed_by_the_redis_scope() -> None:
     found = targets(_result(redis=_figures("redis", wall=255.0, answers_429=3, duplicate=True)))
     assert found["redis_zero_429"] == {"value": 3, "met": False}
@@ -185,7 +227,7 @@ def test_results_json_of_the_last_run_has_a_figure_per_scope() -> None:
     if not latest.exists():
         pytest.skip("no distributed run recorded yet")
     result = json.loads(latest.read_text())
-    assert set(result["scopes"]) == {"host", "redis"}
+    assert tuple(result["scopes"]) == SCOPES
     assert "load_average_start" in result["machine"]
     assert table(result).count("\n") >= 10
-    assert set(targets(result)) >= {"redis_zero_429", "redis_wall_within_1.3x_floor"}
+    assert set(targets(result)) >= {"redis_zero_429", "webhooks_every_delivery_acted_on"}

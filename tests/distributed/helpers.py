@@ -6,7 +6,6 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lotimage_emulator import Emulator
@@ -101,19 +100,27 @@ def lotimage_hosts(af: AirflowDeployment) -> int:
     return sum(1 for spec in af.specs.values() if spec.kind in ("celery-worker", "triggerer"))
 
 
-def task_log_records(af: AirflowDeployment, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    """Every JSON record of a run's task logs, the triggers' logs included (``_file``: which log)."""
-    run_dir = af.task_log_dir / f"dag_id={dag_id}" / f"run_id={run_id}"
-    records = []
-    for path in af.task_log_files(dag_id, run_id):
-        for line in Path(path).read_text(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append({**record, "_file": str(path.relative_to(run_dir))})
-    return records
+def run_triggers(af: AirflowDeployment, dag_id: str, run_id: str) -> dict[int, Any]:
+    """Trigger id -> triggerer job id (``None``: unassigned) of the run's deferred task instances."""
+    ids = {ti.trigger_id for ti in af.task_instances(dag_id, run_id) if ti.trigger_id is not None}
+    return {row["id"]: row["triggerer_id"] for row in af.triggers() if row["id"] in ids}
+
+
+def triggerer_hosts(af: AirflowDeployment) -> dict[int, str]:
+    """Triggerer job id -> the machine (= service name) it runs on."""
+    return {row["id"]: row["hostname"] for row in af.jobs("TriggererJob")}
+
+
+def deferred_and_assigned(
+    af: AirflowDeployment, dag_id: str, run_id: str, count: int
+) -> dict[int, Any] | None:
+    """The run's triggers once ``count`` ``imagine`` instances are deferred, each held by a triggerer."""
+    states = af.task_states(dag_id, run_id)
+    deferred = [key for key, state in states.items() if key.startswith("imagine[") and state == "deferred"]
+    triggers = run_triggers(af, dag_id, run_id)
+    if len(deferred) == count and len(triggers) == count and None not in triggers.values():
+        return triggers
+    return None
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:

@@ -14,42 +14,28 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from lotimage_emulator import Emulator
 
 from airflow_harness import AirflowDeployment
 
-from .helpers import DEFERRED_DAG, IN_WORKER_DAG, Counters, make_prompts, paid_prompts, start_run, wait_until
+from .helpers import (
+    DEFERRED_DAG,
+    IN_WORKER_DAG,
+    Counters,
+    deferred_and_assigned,
+    make_prompts,
+    paid_prompts,
+    run_triggers,
+    start_run,
+    triggerer_hosts,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(600)]
 
 TRIGGER_PROMPTS = 4
-
-
-def _our_triggers(af: AirflowDeployment, run_id: str) -> dict[int, Any]:
-    """Trigger id -> triggerer job id (``None``: unassigned) of the run's deferred task instances."""
-    ids = {ti.trigger_id for ti in af.task_instances(DEFERRED_DAG, run_id) if ti.trigger_id is not None}
-    return {row["id"]: row["triggerer_id"] for row in af.triggers() if row["id"] in ids}
-
-
-def _triggerer_hosts(af: AirflowDeployment) -> dict[int, str]:
-    """Triggerer job id -> the machine (= service name) it runs on."""
-    return {row["id"]: row["hostname"] for row in af.jobs("TriggererJob")}
-
-
-def _all_deferred_and_assigned(af: AirflowDeployment, run_id: str) -> dict[int, Any] | None:
-    states = af.task_states(DEFERRED_DAG, run_id)
-    deferred = [key for key, state in states.items() if key.startswith("imagine[") and state == "deferred"]
-    triggers = _our_triggers(af, run_id)
-    if (
-        len(deferred) == TRIGGER_PROMPTS
-        and len(triggers) == TRIGGER_PROMPTS
-        and None not in triggers.values()
-    ):
-        return triggers
-    return None
 
 
 def test_killed_triggerer_hands_its_triggers_over(af: AirflowDeployment, emulator: Emulator) -> None:
@@ -58,9 +44,13 @@ def test_killed_triggerer_hands_its_triggers_over(af: AirflowDeployment, emulato
     prompts = make_prompts("triggerer failover", TRIGGER_PROMPTS)
     t0 = time.monotonic()
     run_id = start_run(af, DEFERRED_DAG, {"prompts": prompts})
-    triggers = wait_until(lambda: _all_deferred_and_assigned(af, run_id), 120, "every imagine deferred")
+    triggers = wait_until(
+        lambda: deferred_and_assigned(af, DEFERRED_DAG, run_id, TRIGGER_PROMPTS),
+        120,
+        "every imagine deferred",
+    )
 
-    hosts = _triggerer_hosts(af)
+    hosts = triggerer_hosts(af)
     on_job = list(triggers.values())
     victim_job = max(set(on_job), key=on_job.count)
     victim = hosts[victim_job]
@@ -71,7 +61,7 @@ def test_killed_triggerer_hands_its_triggers_over(af: AirflowDeployment, emulato
         survivors = {job for job, host in hosts.items() if host != victim}
 
         def taken_over() -> bool:
-            now = _our_triggers(af, run_id)
+            now = run_triggers(af, DEFERRED_DAG, run_id)
             return bool(now) and all(now[t] in survivors for t in theirs if t in now)
 
         wait_until(taken_over, 90, f"the triggers of {victim} taken over")

@@ -28,7 +28,6 @@ from .helpers import (
     paid_prompts,
     set_lotimage_connection,
     start_run,
-    task_log_records,
     wait_until,
 )
 
@@ -97,7 +96,7 @@ def _fallback_warnings(af: AirflowDeployment, run_id: str) -> list[dict[str, Any
     """WARNING records of the run's task and trigger logs that name the budget's Redis connection."""
     return [
         record
-        for record in task_log_records(af, BATCH_DAG, run_id)
+        for record in af.task_log_records(BATCH_DAG, run_id)
         if record.get("level") == "warning" and "redis_default" in str(record.get("event"))
     ]
 
