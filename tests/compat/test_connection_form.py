@@ -69,7 +69,13 @@ def test_ui_form_endpoint_shows_the_lotimage_fields(airflow_db: None, tmp_path) 
     assert standard["host"]["placeholder"] == "https://api.lotimage.com"
     assert all(standard[name]["hidden"] for name in ("url_schema", "port", "login"))
     extra = meta["extra_fields"]
-    assert set(extra) == {"rate_limit", "rate_limit_scope", "rate_limit_redis_conn_id", "timeout"}
+    assert set(extra) == {
+        "rate_limit",
+        "rate_limit_scope",
+        "rate_limit_redis_conn_id",
+        "timeout",
+        "webhook_base_url",
+    }
     assert extra["rate_limit"]["schema"]["title"] == "Calls per second"
     assert extra["timeout"]["schema"]["title"] == "Request timeout (s)"
     assert [v for v in extra["rate_limit_scope"]["schema"]["enum"] if v] == ["host", "redis", "process"]
