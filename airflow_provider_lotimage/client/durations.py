@@ -36,7 +36,8 @@ schedule's margin of their end, at any speed of the service: an upscale takes ab
 **Sharing.** One book per key in a process (:func:`book_for`), for every hook and trigger of that
 key. Where the rate budget is shared through Redis, the observations are too (a
 :class:`SharedDurations` beside the Redis budget); the book reads them at most every
-:data:`SHARED_FRESH_SECONDS` and falls back to its own when they cannot be read. Books are named
+:data:`SHARED_FRESH_SECONDS` and falls back to its own when they cannot be read. A book also holds
+the key's :class:`~.key_queue.KeyQueue` of this process. Books are named
 by the key's digest (:func:`~airflow_provider_lotimage.ratelimit.base.key_identity`), never the key.
 """
 
@@ -50,6 +51,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from airflow_provider_lotimage.client.key_queue import KeyQueue
 from airflow_provider_lotimage.client.schedule import typical_seconds
 
 #: Observations a book keeps per kind (and Redis per key and kind): enough for a robust estimate
@@ -163,6 +165,8 @@ class DurationBook:
         self._own: dict[str, deque[Observation]] = {}
         self._read: dict[str, tuple[float, tuple[Observation, ...]]] = {}
         self._since_probe: dict[str, int] = {}
+        #: The key's tasks in flight in this process: when a task is likely to start.
+        self.queue = KeyQueue()
 
     def expected(self, kind: str | None, *, probe: bool = True) -> float | None:
         """Return the seconds a task of ``kind`` is expected to take; None for an unknown kind.

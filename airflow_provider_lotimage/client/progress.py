@@ -18,8 +18,9 @@ from typing import Any, NamedTuple
 from airflow_provider_lotimage.client import metric_names as names
 from airflow_provider_lotimage.client.contract import TaskProgress
 from airflow_provider_lotimage.client.durations import DurationBook, observed
+from airflow_provider_lotimage.client.key_queue import QUEUED_AFTER
 from airflow_provider_lotimage.client.metrics import NO_METRICS, Metrics, report_failure
-from airflow_provider_lotimage.client.schedule import adaptive_delay
+from airflow_provider_lotimage.client.schedule import adaptive_delay, moving_run
 from airflow_provider_lotimage.exceptions import (
     LotImageError,
     TaskStalledError,
@@ -73,6 +74,9 @@ class ProgressWatch:
     #: Whether the wait began at the task's submission (the submitting operators): only then is
     #: its end a duration of the task's kind, recorded in a :class:`~.durations.DurationBook`.
     from_submission: bool = False
+    #: Epoch seconds the task is likely to start, behind the key's tasks in flight in this process
+    #: (:mod:`.key_queue`; ``None``: at its submission, or not known).
+    starts_at: float | None = None
 
     @classmethod
     def start(
@@ -145,10 +149,36 @@ class ProgressWatch:
             **fields,
         )
 
-    def expect(self, book: DurationBook) -> None:
-        """Take the expected duration from ``book`` as the wait begins (probing only if it learns)."""
+    def expect(self, book: DurationBook, now: float | None = None) -> None:
+        """Take the expected duration from ``book`` as the wait begins (probing only if it learns).
+
+        A wait that began at the submission also joins the key's queue (:attr:`.DurationBook.queue`),
+        so its first read counts from its likely start; the waiter leaves it when the wait ends
+        (:meth:`leave`).
+        """
         if self.adaptive and self.expected_seconds is None and self.last_read_at is None:
             self.expected_seconds = book.expected(self.kind, probe=self.from_submission)
+        if self.adaptive and self.from_submission and self.expected_seconds is not None:
+            book.queue.enter(self.task_id, self.started_at, self.expected_seconds)
+            self._place(book, time.time() if now is None else now)
+
+    def leave(self, book: DurationBook) -> None:
+        """Leave the key's queue: the wait is over, however it ended."""
+        book.queue.leave(self.task_id)
+
+    def _place(self, book: DurationBook, now: float) -> None:
+        """Update the queue with what was seen, and :attr:`starts_at` from it, before a sleep."""
+        if self.last_progress > 0:
+            since, total = moving_run(self)
+            if total is not None:
+                book.queue.moved(self.task_id, since + total)
+            return
+        self.starts_at = book.queue.start_of(self.task_id, now)
+
+    @property
+    def queued(self) -> bool:
+        """Whether the key's queue made the task wait after its submission (its end is no duration)."""
+        return self.starts_at is not None and self.starts_at > self.started_at + QUEUED_AFTER
 
     def observe(self, progress: TaskProgress, now: float | None = None) -> bool:
         """Record one answer. True when the task is finished; raises when waiting must stop.
@@ -196,24 +226,35 @@ class ProgressWatch:
         finished task's seconds since :attr:`started_at` go to ``metrics`` by kind, a stall or a
         timeout by reason (the service's own verdicts are counted by the read: :mod:`.retry`).
         A wait :attr:`from_submission` also gives its task's duration to ``durations``
-        (:func:`.durations.observed`, from what was seen before the finishing read).
+        (:func:`.durations.observed`, from what was seen before the finishing read; nothing when
+        the task was predicted to queue: its wait measured the queue too), and keeps its place in
+        the key's queue up to date.
         """
         now = time.time() if now is None else now
         before = _Before(self.last_progress, self.last_change_at, self.zero_seen_at)
         try:
             if isinstance(outcome, TransientError):
                 self.observe_error(outcome, now)
-                return None
-            if not self.observe(outcome, now):
-                return None
+            elif self.observe(outcome, now):
+                self._finished(now, before, metrics, durations)
+                return outcome
         except (TaskStalledError, TaskTimeoutError) as error:
             report_failure(metrics, error)
             raise
+        if durations is not None and self.adaptive and self.from_submission:
+            self._place(durations, now)
+        return None
+
+    def _finished(
+        self, now: float, before: _Before, metrics: Metrics, durations: DurationBook | None
+    ) -> None:
+        """Count a finished task's wait, and learn its duration where the wait tells one."""
         kind = {names.TAG_KIND: self.kind or names.KIND_UNKNOWN}
         metrics.timing(names.TASK_DURATION, max(0.0, now - self.started_at), tags=kind)
         if durations is not None and self.from_submission:
-            durations.record(self.kind, observed(self.started_at, now, *before))
-        return outcome
+            self.leave(durations)
+            if not self.queued:
+                durations.record(self.kind, observed(self.started_at, now, *before))
 
     def first_poll_in(self, now: float | None = None) -> float:
         """Seconds to wait before the first read: until :attr:`first_poll_at`, or 0 without it.

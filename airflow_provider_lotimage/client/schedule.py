@@ -1,11 +1,12 @@
 """When to read a task's progress next: the adaptive schedule, pure arithmetic on what was seen.
 
 Every read spends one of the key's 3 calls a second, and on a trial key one of its 10 calls a day,
-so the adaptive schedule reads when there is likely something new to see: at the end predicted
-from the task's kind (before any progress is seen) or from its progress rate, rarely while it is
-queued at 0 %, less and less often while it does not move. Its bounds: never sooner than
-:data:`MIN_POLL_GAP` after the previous read, never later than ``poll_interval`` times
-:data:`MAX_POLL_FACTOR`, and a read is always made in time to report a stall.
+so the adaptive schedule reads when there is likely something new to see: at the end expected
+from the task's kind and its likely start in the key's queue (before any progress is seen) or from
+its progress rate, rarely while it is queued at 0 %, less and less often while it does not move.
+Its bounds: never sooner than :data:`MIN_POLL_GAP` after the previous read, never later than
+``poll_interval`` times :data:`MAX_POLL_FACTOR` (after the likely start, for a task predicted to
+queue), and a read is always made in time to report a stall.
 
 The functions take the observations of a :class:`~.progress.ProgressWatch` and the time; they
 read no clock (the watch does), so the schedule can be checked second by second.
@@ -33,7 +34,8 @@ KIND_UPSCALE = "upscale"
 #: only makes the first read come later than needed, within :data:`MAX_POLL_FACTOR`.
 TYPICAL_SECONDS: dict[str, float] = {KIND_IMAGINE: 45.0, KIND_VARIATION: 45.0, KIND_UPSCALE: 10.0}
 
-#: The adaptive schedule never waits longer than ``poll_interval`` times this between reads. The
+#: The adaptive schedule never waits longer than ``poll_interval`` times this between reads (for a
+#: task predicted to queue behind the key's tasks in flight, counted from its likely start). The
 #: caller's ``poll_interval`` says how stale an answer may be; three times it (30 s at the default
 #: 10 s) reads a task queued at 0 % a third as often as the fixed schedule, and reports a finish
 #: after a wrong prediction at most that late. It meets the target of the batch mix (one grid to
@@ -105,6 +107,7 @@ class Observations(Protocol):
     stall_timeout: float | None
     hinted: bool
     expected_seconds: float | None
+    starts_at: float | None
 
 
 def adaptive_delay(seen: Observations, poll_interval: float, now: float, spread: float = 0.0) -> float:
@@ -112,12 +115,16 @@ def adaptive_delay(seen: Observations, poll_interval: float, now: float, spread:
 
     The wanted read (:func:`wanted_at`) is spread only later, or earlier at the upper bound (a read
     before a predicted end is wasted), kept within :func:`gap_bounds`, and never past the stall
-    deadline, so a stall is reported on time. A wait told by webhook (``hinted``) sleeps
+    deadline, so a stall is reported on time. The upper bound of a task predicted to queue counts
+    from its likely start. A wait told by webhook (``hinted``) sleeps
     :data:`WEBHOOK_FALLBACK_FACTOR` times longer.
     """
     low, high = gap_bounds(seen, poll_interval, now)
+    wanted = wanted_at(seen, poll_interval, now)
+    if seen.last_progress <= 0 and seen.starts_at is not None and seen.starts_at > now:
+        high += seen.starts_at - now  # queued behind the key's tasks: the bound counts from the start
     stretch = WEBHOOK_FALLBACK_FACTOR if seen.hinted else 1.0
-    delay = min(max((wanted_at(seen, poll_interval, now) - now) * stretch, low), high)
+    delay = min(max((wanted - now) * stretch, low), high)
     delay *= 1.0 - spread if delay >= high else 1.0 + spread
     delay = min(max(delay, low), high)
     if seen.stall_timeout is not None:
@@ -144,18 +151,21 @@ def gap_bounds(seen: Observations, poll_interval: float, now: float) -> tuple[fl
 def wanted_at(seen: Observations, poll_interval: float, now: float) -> float:
     """When (epoch seconds) a read is likely to find something new, before the bounds.
 
-    Before any progress: the end expected from the kind's prior; without a kind, nothing is
-    known, so the fixed schedule's next read. ``math.inf`` means "as late as the bounds
-    allow": a task that still showed 0 % past half its typical duration (a running task shows
-    its first step after about a seventh; ``poll_interval`` stands in for an unknown kind's)
-    is queued behind the key's other tasks.
+    Before any progress: the end expected from the kind's duration, counted from the task's
+    likely start in the key's queue (``starts_at``, :mod:`.key_queue`) or else its submission;
+    without a kind, nothing is known, so the fixed schedule's next read. ``math.inf`` means "as
+    late as the bounds allow": a task that still showed 0 % past half its expected duration after
+    its likely start (a running task shows its first step after about a seventh;
+    ``poll_interval`` stands in for an unknown kind's) is queued behind tasks this process does
+    not see.
     """
     if seen.last_progress > 0:
         return moving_wanted_at(seen, now)
     prior = expected_seconds(seen)
-    if seen.last_read_at is not None and seen.last_read_at >= seen.started_at + (prior or poll_interval) / 2:
+    begins = seen.started_at if seen.starts_at is None else max(seen.started_at, seen.starts_at)
+    if seen.last_read_at is not None and seen.last_read_at >= begins + (prior or poll_interval) / 2:
         return math.inf
-    return now + poll_interval if prior is None else seen.started_at + prior * (1.0 + FINISH_MARGIN)
+    return now + poll_interval if prior is None else begins + prior * (1.0 + FINISH_MARGIN)
 
 
 def moving_wanted_at(seen: Observations, now: float) -> float:
@@ -166,10 +176,19 @@ def moving_wanted_at(seen: Observations, now: float) -> float:
     at the last read backs off: it waits at least as long as it has stood still, so a stalled
     task is read less and less often (its stall deadline still gets a read).
     """
-    since = seen.started_at if seen.zero_seen_at is None else seen.zero_seen_at
-    elapsed = seen.last_change_at - since
-    if elapsed <= 0:
+    since, total = moving_run(seen)
+    if total is None:
         return math.inf
-    total = elapsed * 100.0 / seen.last_progress
     predicted_end = since + total * (1.0 + FINISH_MARGIN)
     return max(predicted_end, now + (now - seen.last_change_at))
+
+
+def moving_run(seen: Observations) -> tuple[float, float | None]:
+    """Return when a moving task's run is measured from and its predicted length (None: unknown)."""
+    since = seen.started_at if seen.zero_seen_at is None else seen.zero_seen_at
+    if seen.zero_seen_at is None and seen.starts_at is not None and seen.starts_at < seen.last_change_at:
+        since = max(since, seen.starts_at)  # queued until then, as far as the key's queue tells
+    elapsed = seen.last_change_at - since
+    if elapsed <= 0 or seen.last_progress <= 0:
+        return since, None
+    return since, elapsed * 100.0 / seen.last_progress

@@ -303,13 +303,18 @@ def _wait_blocking(
 ) -> TaskProgress:
     """Read on the watch's schedule until the task is finished; the wait's duration goes to the book."""
     watch.expect(book := hook.durations)
-    if watch.kind is not None and watch.adaptive:
-        time.sleep(watch.next_poll_in(poll_interval))
-    while (done := watch.step(hook.poll_once(watch.task_id), metrics=hook.metrics, durations=book)) is None:
-        if watch.moved and on_progress is not None:
-            on_progress(watch.last_progress)
-        time.sleep(watch.next_poll_in(poll_interval))
-    return done
+    try:
+        if watch.kind is not None and watch.adaptive:
+            time.sleep(watch.next_poll_in(poll_interval))
+        while (
+            done := watch.step(hook.poll_once(watch.task_id), metrics=hook.metrics, durations=book)
+        ) is None:
+            if watch.moved and on_progress is not None:
+                on_progress(watch.last_progress)
+            time.sleep(watch.next_poll_in(poll_interval))
+        return done
+    finally:
+        watch.leave(book)
 
 
 def _submit_body(*, cutting: bool, webhook: str | None, **fields: Any) -> dict[str, Any]:

@@ -279,18 +279,23 @@ class TaskProgressTrigger(BaseTrigger):
         hook = LotImageHook(self.lotimage_conn_id)
         book = await sync_to_async(durations_of)((await hook.atransport()).settings)
         await sync_to_async(watch.expect)(book)  # may read Redis (scope "redis")
-        if watch.adaptive and watch.kind is not None:
-            # A task of known kind is first read near its expected end, not at once: a grid read
-            # at the end of the hold shows 0 % and costs a read that tells nothing.
-            await self.hints.pause(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
-        metrics = hook.metrics
-        while (
-            done := watch.step(await hook.apoll_once(self.lotimage_task_id), metrics=metrics, durations=book)
-        ) is None:
-            if watch.moved:
-                self.log.info("LotImage task %s: %d%%", self.lotimage_task_id, watch.last_progress)
-            await self.hints.pause(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
-        return done
+        try:
+            if watch.adaptive and watch.kind is not None:
+                # A task of known kind is first read near its expected end, not at once: a grid read
+                # at the end of the hold shows 0 % and costs a read that tells nothing.
+                await self.hints.pause(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
+            metrics = hook.metrics
+            while (
+                done := watch.step(
+                    await hook.apoll_once(self.lotimage_task_id), metrics=metrics, durations=book
+                )
+            ) is None:
+                if watch.moved:
+                    self.log.info("LotImage task %s: %d%%", self.lotimage_task_id, watch.last_progress)
+                await self.hints.pause(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
+            return done
+        finally:
+            watch.leave(book)
 
     @cached_property
     def hints(self) -> Hints:

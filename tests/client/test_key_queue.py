@@ -1,0 +1,108 @@
+"""The key's queue: a task's likely start, and a batch queued behind the key read about once a task."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from airflow_provider_lotimage.client.contract import TaskProgress
+from airflow_provider_lotimage.client.durations import DurationBook, Observation
+from airflow_provider_lotimage.client.key_queue import FORGET_SECONDS, InFlight, KeyQueue, replay
+from airflow_provider_lotimage.client.progress import ProgressWatch
+from airflow_provider_lotimage.client.schedule import KIND_UPSCALE, MAX_POLL_FACTOR
+
+T0 = 1_000_000.0
+
+
+def test_the_first_three_start_at_once_the_rest_as_slots_free_in_submission_order() -> None:
+    tasks = [(f"t{n}", InFlight(T0 + n, 10.0)) for n in range(7)]
+    starts = replay(reversed(tasks))
+    assert [starts[f"t{n}"] for n in range(7)] == [T0, T0 + 1, T0 + 2, T0 + 10, T0 + 11, T0 + 12, T0 + 20]
+
+
+def test_a_moving_task_holds_its_slot_until_its_predicted_end() -> None:
+    tasks = [
+        ("a", InFlight(T0, 10.0, ends_at=T0 + 30)),
+        ("b", InFlight(T0, 10.0, ends_at=T0 + 5)),
+        ("c", InFlight(T0, 10.0, ends_at=T0 + 8)),
+        ("d", InFlight(T0 + 1, 10.0)),
+        ("e", InFlight(T0 + 2, 10.0)),
+    ]
+    assert replay(tasks) == {"d": T0 + 5, "e": T0 + 8}
+
+
+def test_a_task_never_starts_before_its_submission() -> None:
+    assert replay([("a", InFlight(T0, 10.0, ends_at=T0 + 1)), ("b", InFlight(T0 + 50, 10.0))], running=1) == {
+        "b": T0 + 50
+    }
+
+
+def test_leaving_frees_the_slot_and_unknown_or_old_tasks_have_no_start() -> None:
+    queue = KeyQueue(running=1)
+    queue.enter("a", T0, 10.0)
+    queue.enter("b", T0 + 1, 10.0)
+    assert queue.start_of("b", T0 + 1) == T0 + 10
+    queue.leave("a")
+    assert queue.start_of("b", T0 + 1) == T0 + 1
+    assert queue.start_of("zzz", T0 + 1) is None
+    assert queue.start_of("b", T0 + 2 + FORGET_SECONDS) is None
+    assert len(queue) == 0
+
+
+def progress(pct: int) -> TaskProgress:
+    return TaskProgress(task_id="t", progress=pct, image_url="http://x/y.png" if pct == 100 else None)
+
+
+def learned(seconds: float) -> DurationBook:
+    """A book that has measured the key's upscales (so it probes one wait in twelve)."""
+    book = DurationBook()
+    for _ in range(4):
+        book.record(KIND_UPSCALE, Observation(seconds, measured=True))
+    return book
+
+
+def simulate_batch(
+    count: int, seconds: float, poll_interval: float, *, queue: bool
+) -> tuple[list[int], list[float]]:
+    """``count`` upscales submitted together to a key running 3 at once; each read on its own schedule.
+
+    The service: first in, first out, 3 at once, each ``seconds`` long, progress linear after its
+    start. The waits share one book (one process) when ``queue`` is on; else each has its own, as
+    if the key's other tasks were out of sight. Returns the reads of each task and its lag.
+    """
+    random.seed(3)
+    starts = [T0 + (n // 3) * seconds for n in range(count)]
+    shared = learned(seconds)
+    books = [shared if queue else learned(seconds) for _ in range(count)]
+    watches = [
+        ProgressWatch.resume(f"t{n}", started_at=T0, now=T0, kind=KIND_UPSCALE, from_submission=True)
+        for n in range(count)
+    ]
+    for watch, book in zip(watches, books, strict=True):
+        watch.expect(book, now=T0)
+    due = [T0 + watch.next_poll_in(poll_interval, jitter=0.2, now=T0) for watch in watches]
+    reads, lags = [0] * count, [0.0] * count
+    pending = set(range(count))
+    while pending:
+        n = min(pending, key=lambda i: due[i])
+        t, start = due[n], starts[n]
+        reads[n] += 1
+        shown = 100 if t >= start + seconds else max(0, int(100 * (t - start) / seconds))
+        if watches[n].step(progress(shown), now=t, durations=books[n]) is not None:
+            pending.discard(n)
+            lags[n] = t - (start + seconds)
+            continue
+        due[n] = t + watches[n].next_poll_in(poll_interval, jitter=0.2, now=t)
+    return reads, lags
+
+
+@pytest.mark.parametrize(("seconds", "poll_interval"), [(10.0, 10.0), (5.0, 5.0)])
+def test_a_batch_queued_behind_the_key_is_read_about_once_a_task(
+    seconds: float, poll_interval: float
+) -> None:
+    reads, lags = simulate_batch(12, seconds, poll_interval, queue=True)
+    blind, blind_lags = simulate_batch(12, seconds, poll_interval, queue=False)
+    assert sum(reads) / len(reads) <= 1.4 < 2.0 <= sum(blind) / len(blind)
+    assert all(0 <= lag <= poll_interval * MAX_POLL_FACTOR for lag in lags)
+    assert max(lags) < max(blind_lags)
