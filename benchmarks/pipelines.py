@@ -82,6 +82,23 @@ def floor_seconds(settings: PipelineSettings) -> dict[str, float]:
     }
 
 
+def read_timing(tasks: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """By kind: progress reads per task, and how late the first read saw a task's end (mean, max).
+
+    The lateness is what polling adds to the wall time; the reads are what it costs.
+    """
+    timing: dict[str, dict[str, float]] = {}
+    for kind in sorted({t["kind"] for t in tasks}):
+        rows = [t["timing"] for t in tasks if t["kind"] == kind]
+        lags = [r["endSeenAfterSeconds"] for r in rows if r["endSeenAfterSeconds"] is not None]
+        timing[kind] = {
+            "reads_per_task": round(sum(len(r["readsAt"]) for r in rows) / len(rows), 2),
+            "end_seen_after_mean": round(sum(lags) / len(lags), 2) if lags else 0.0,
+            "end_seen_after_max": round(max(lags), 2) if lags else 0.0,
+        }
+    return timing
+
+
 def make_prompts(n: int) -> list[str]:
     """``n`` distinct prompts, cycling the example batch's subjects."""
     subjects = [
@@ -220,6 +237,7 @@ def run_pipeline(kind: str, settings: PipelineSettings, log: Any = print) -> dic
             "answers_429": stats["rate_limited"],
             "paid_tasks": stats["submissions"],
             "duplicate_submissions": duplicates(tasks),
+            "read_timing": read_timing(tasks),
             "pictures_stored": len(list(output.rglob("*.png"))),
             **slots,
             "tasks_retried": dict(tries),

@@ -10,7 +10,7 @@ from PIL import Image
 
 from benchmarks.__main__ import table, targets
 from benchmarks.chart import chart_values, draw_comparison
-from benchmarks.pipelines import PipelineSettings, duplicates, floor_seconds, make_prompts
+from benchmarks.pipelines import PipelineSettings, duplicates, floor_seconds, make_prompts, read_timing
 
 
 def test_floor_is_render_work_over_the_key_slots_when_that_dominates() -> None:
@@ -100,3 +100,15 @@ def test_chart_is_a_png_with_both_series(tmp_path: Path) -> None:
     assert (38, 110, 180) in colours and (200, 110, 40) in colours
     assert chart_values(comparison["baseline"])["worker_slot_seconds"] == 2000.0
     assert chart_values(comparison["provider"])["calls_total"] == 420.0
+
+
+def test_read_timing_sums_reads_and_lateness_by_kind() -> None:
+    def task(kind: str, reads: list[float], late: float | None) -> dict[str, object]:
+        timing = {"queuedSeconds": 0.0, "runSeconds": 1.0, "readsAt": reads, "endSeenAfterSeconds": late}
+        return {"kind": kind, "timing": timing}
+
+    tasks = [task("imagine", [10.0, 20.0], 1.0), task("imagine", [30.0], 3.0), task("upscale", [5.0], None)]
+    assert read_timing(tasks) == {
+        "imagine": {"reads_per_task": 1.5, "end_seen_after_mean": 2.0, "end_seen_after_max": 3.0},
+        "upscale": {"reads_per_task": 1.0, "end_seen_after_mean": 0.0, "end_seen_after_max": 0.0},
+    }

@@ -133,3 +133,21 @@ def test_mirror_http_status_from_start(make_emulator: Callable[..., Emulator]) -
     task = client.submit()
     body = client.wait(task)
     assert client.progress(task).status_code == 200 and body["progress"] == 100
+
+
+def test_task_rows_time_the_queue_the_reads_and_how_late_the_end_was_seen(
+    make_emulator: Callable[..., Emulator],
+) -> None:
+    emu = make_emulator(time_scale=0.02, max_running=1)  # imagine 0.9 s, one at a time
+    client = Client(emu.url)
+    first, second = client.submit(), client.submit()
+    client.progress(second)
+    time.sleep(1.2)  # the first ended at 0.9 s: this read sees it 0.3 s late
+    client.progress(first)
+    client.progress(first)
+    timing = {task["taskId"]: task["timing"] for task in emu.tasks()}
+    assert timing[first]["queuedSeconds"] < 0.1 and abs(timing[first]["runSeconds"] - 0.9) < 0.05
+    assert len(timing[first]["readsAt"]) == 2 and timing[first]["readsAt"][0] >= 1.2
+    assert 0.25 <= timing[first]["endSeenAfterSeconds"] <= 0.6, "the first read after the end counts"
+    assert abs(timing[second]["queuedSeconds"] - 0.9) < 0.05, "queued until the first ended"
+    assert timing[second]["readsAt"][0] < 0.2 and timing[second]["endSeenAfterSeconds"] is None

@@ -217,6 +217,9 @@ class Engine:
         if isinstance(task, Answer):
             return task
         body = self._progress_body(task, shaped=True)
+        task.reads.append(self.clock())
+        if task.ended is not None and task.end_seen is None:
+            task.end_seen = task.reads[-1]
         return Answer(int(body["status"]), body, task_id=task.id)
 
     def _button(self, key: str, params: dict[str, Any], base_url: str) -> Answer:

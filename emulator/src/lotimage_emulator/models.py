@@ -124,6 +124,9 @@ class Task:
     no_image_url: bool = False
     used_upscales: set[int] = field(default_factory=set)
     images: dict[str, str] = field(default_factory=dict)
+    #: Progress reads of the task, and when the first one showed it ended (benchmark timings).
+    reads: list[float] = field(default_factory=list)
+    end_seen: float | None = None
 
     @property
     def end_fraction(self) -> float:

@@ -108,6 +108,24 @@ def task_rows(tasks: dict[str, Task], now: float) -> list[dict[str, Any]]:
             "cutting": task.cutting,
             "webhook": task.webhook,
             "createdAt": iso_z(task.created_at),
+            "timing": task_timing(task),
         }
         for task in tasks.values()
     ]
+
+
+def task_timing(task: Task) -> dict[str, Any]:
+    """Seconds a task queued and ran, its reads and how late the first read saw its end.
+
+    Read times count from the submission: what polling costs, and what it adds to the wall time.
+    """
+
+    def seconds(start: float | None, end: float | None) -> float | None:
+        return None if start is None or end is None else round(end - start, 3)
+
+    return {
+        "queuedSeconds": seconds(task.submitted, task.started),
+        "runSeconds": seconds(task.started, task.ended),
+        "readsAt": [round(at - task.submitted, 2) for at in task.reads],
+        "endSeenAfterSeconds": seconds(task.ended, task.end_seen),
+    }
