@@ -11,6 +11,12 @@ service's queue: first in, first out, :data:`KEY_RUNNING` at once, each task tak
 duration (:mod:`.durations`), or ending when its progress says once it moved. The replay gives a
 task's likely start (:meth:`KeyQueue.start_of`), from which the schedule expects its end.
 
+The replay is only as good as the durations it was made with: a task ahead that is seen moving
+faster, or that ends, moves the starts of the tasks behind it earlier. A wait that planned its
+first read on a start that then moves :data:`SOONER_BY` seconds earlier is told so (the ``sooner``
+callback given to :meth:`KeyQueue.start_of`) and plans again, instead of sleeping to a read that
+comes late.
+
 Tasks of other processes and other DAGs are unseen, so the start is a lower bound: a read that
 still finds the task at 0 % falls back on the schedule's rule for queued tasks. A wait that ends
 without leaving (a killed process) is forgotten after :data:`FORGET_SECONDS`.
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 #: Tasks a key runs at once (the contract: "a key runs about 3 tasks at once, the rest wait in a
@@ -31,6 +37,8 @@ KEY_RUNNING = 3
 FORGET_SECONDS = 3600.0
 #: A task predicted to start this many seconds after its submission counts as queued.
 QUEUED_AFTER = 1.0
+#: A planned start that moves this many seconds earlier makes its wait plan again.
+SOONER_BY = 1.0
 
 
 @dataclass
@@ -39,8 +47,11 @@ class InFlight:
 
     submitted_at: float
     seconds: float
-    #: Once the task moved: the end its progress predicts (``None``: not seen moving).
+    #: Once the task moved: the end its progress predicts (``None``: not seen moving); once it
+    #: finished: when it most likely ended.
     ends_at: float | None = None
+    #: Whether the task finished: it is kept while its end still tells when a slot freed.
+    finished: bool = False
 
 
 def replay(tasks: Iterable[tuple[str, InFlight]], running: int = KEY_RUNNING) -> dict[str, float]:
@@ -71,6 +82,8 @@ class KeyQueue:
         self.running = running
         self._lock = threading.Lock()
         self._tasks: dict[str, InFlight] = {}
+        #: The start each waiting task planned with, and how to tell it that start came sooner.
+        self._planned: dict[str, tuple[float, Callable[[], None]]] = {}
 
     def enter(self, task_id: str, submitted_at: float, seconds: float) -> None:
         """Add a task whose wait began at its submission, expected to take ``seconds``."""
@@ -82,24 +95,90 @@ class KeyQueue:
         with self._lock:
             if (task := self._tasks.get(task_id)) is not None:
                 task.ends_at = ends_at
+                self._planned.pop(task_id, None)
+            sooner = self._sooner()
+        _tell(sooner)
+
+    def finish(self, task_id: str, now: float, not_before: float) -> None:
+        """Note that a task was seen finished at ``now``, and was not finished at ``not_before``.
+
+        The slot it held freed then, and the tasks behind it started then, not when its end
+        happened to be read: at the end its progress predicted, within those two times, or else
+        as soon as it could have. Early rather than late: a task behind read too soon costs a
+        read, one read too late costs time, and a duration expected too long (learned durations
+        count from the submission, the service's queue included) is only unlearned by reads that
+        come before the end.
+        """
+        with self._lock:
+            if (task := self._tasks.get(task_id)) is None:
+                return
+            ends_at = not_before if task.ends_at is None else min(now, max(task.ends_at, not_before))
+            task.ends_at, task.finished = ends_at, True
+            self._planned.pop(task_id, None)
+            self._prune()
+            sooner = self._sooner()
+        _tell(sooner)
 
     def leave(self, task_id: str) -> None:
-        """Drop a task whose wait ended (finished, failed, stalled, or cancelled)."""
-        with self._lock:
-            self._tasks.pop(task_id, None)
+        """Drop a task whose wait ended without :meth:`finish` (failed, stalled, cancelled).
 
-    def start_of(self, task_id: str, now: float) -> float | None:
-        """Return the predicted start of a task not seen moving; None when it is not held here."""
+        A failed task leaves its slot now, as far as this process can tell.
+        """
+        with self._lock:
+            if (task := self._tasks.get(task_id)) is None or task.finished:
+                return
+            del self._tasks[task_id]
+            self._planned.pop(task_id, None)
+            sooner = self._sooner()
+        _tell(sooner)
+
+    def start_of(self, task_id: str, now: float, sooner: Callable[[], None] | None = None) -> float | None:
+        """Return the predicted start of a task not seen moving; None when it is not held here.
+
+        ``sooner`` (thread-safe, quick) is called once if a later change moves that start
+        :data:`SOONER_BY` seconds earlier; the wait then asks again.
+        """
         with self._lock:
             self._forget(now)
             if task_id not in self._tasks:
                 return None
-            return replay(self._tasks.items(), self.running).get(task_id)
+            start = replay(self._tasks.items(), self.running).get(task_id)
+            if start is not None and sooner is not None:
+                self._planned[task_id] = (start, sooner)
+            return start
+
+    def _sooner(self) -> list[Callable[[], None]]:
+        """Forget and return the callbacks of the waits whose planned start came sooner."""
+        if not self._planned:
+            return []
+        starts = replay(self._tasks.items(), self.running)
+        told = [
+            task_id
+            for task_id, (planned, _) in self._planned.items()
+            if starts.get(task_id, planned) <= planned - SOONER_BY
+        ]
+        return [self._planned.pop(task_id)[1] for task_id in told]
+
+    def _prune(self) -> None:
+        """Drop finished tasks that ended before every waiting task's submission: they tell nothing."""
+        waiting = [task.submitted_at for task in self._tasks.values() if not task.finished]
+        first = min(waiting, default=float("inf"))
+        for task_id in [
+            t for t, task in self._tasks.items() if task.finished and (task.ends_at or 0.0) <= first
+        ]:
+            del self._tasks[task_id]
 
     def _forget(self, now: float) -> None:
         for task_id in [t for t, task in self._tasks.items() if now - task.submitted_at > FORGET_SECONDS]:
             del self._tasks[task_id]
+            self._planned.pop(task_id, None)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._tasks)
+
+
+def _tell(callbacks: list[Callable[[], None]]) -> None:
+    """Call the waits' callbacks, outside the queue's lock (they may take their own)."""
+    for callback in callbacks:
+        callback()

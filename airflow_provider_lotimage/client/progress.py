@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 from airflow_provider_lotimage.client import metric_names as names
@@ -35,11 +36,14 @@ class _Before(NamedTuple):
     last_progress: int
     last_change_at: float
     zero_seen_at: float | None
+    last_read_at: float | None
 
 
 #: Default seconds without any progress before a task counts as stalled. Generous, because a task
 #: queued behind the key's running tasks legitimately shows 0 % for minutes.
 DEFAULT_STALL_TIMEOUT = 900.0
+#: Fields of a watch that belong to this process's wait, never to its plain data.
+_TRANSIENT = ("moved", "sooner")
 
 
 @dataclass
@@ -77,6 +81,9 @@ class ProgressWatch:
     #: Epoch seconds the task is likely to start, behind the key's tasks in flight in this process
     #: (:mod:`.key_queue`; ``None``: at its submission, or not known).
     starts_at: float | None = None
+    #: Called (from any thread) when the key's queue moves :attr:`starts_at` earlier, so a
+    #: sleeping wait can plan its read again (:meth:`replan`); ``None``: nobody listens.
+    sooner: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def start(
@@ -159,12 +166,19 @@ class ProgressWatch:
         if self.adaptive and self.expected_seconds is None and self.last_read_at is None:
             self.expected_seconds = book.expected(self.kind, probe=self.from_submission)
         if self.adaptive and self.from_submission and self.expected_seconds is not None:
-            book.queue.enter(self.task_id, self.started_at, self.expected_seconds)
+            # The queue replays the tasks behind this one with its likely duration, not a probe's.
+            typical = book.expected(self.kind, probe=False) or self.expected_seconds
+            book.queue.enter(self.task_id, self.started_at, typical)
             self._place(book, time.time() if now is None else now)
 
     def leave(self, book: DurationBook) -> None:
         """Leave the key's queue: the wait is over, however it ended."""
         book.queue.leave(self.task_id)
+
+    def replan(self, book: DurationBook, now: float | None = None) -> None:
+        """Take the likely start again from the key's queue, after :attr:`sooner` was called."""
+        if self.adaptive and self.from_submission and self.last_progress <= 0:
+            self._place(book, time.time() if now is None else now)
 
     def _place(self, book: DurationBook, now: float) -> None:
         """Update the queue with what was seen, and :attr:`starts_at` from it, before a sleep."""
@@ -173,7 +187,7 @@ class ProgressWatch:
             if total is not None:
                 book.queue.moved(self.task_id, since + total)
             return
-        self.starts_at = book.queue.start_of(self.task_id, now)
+        self.starts_at = book.queue.start_of(self.task_id, now, self.sooner)
 
     @property
     def queued(self) -> bool:
@@ -231,7 +245,7 @@ class ProgressWatch:
         the key's queue up to date.
         """
         now = time.time() if now is None else now
-        before = _Before(self.last_progress, self.last_change_at, self.zero_seen_at)
+        before = _Before(self.last_progress, self.last_change_at, self.zero_seen_at, self.last_read_at)
         try:
             if isinstance(outcome, TransientError):
                 self.observe_error(outcome, now)
@@ -252,9 +266,12 @@ class ProgressWatch:
         kind = {names.TAG_KIND: self.kind or names.KIND_UNKNOWN}
         metrics.timing(names.TASK_DURATION, max(0.0, now - self.started_at), tags=kind)
         if durations is not None and self.from_submission:
-            self.leave(durations)
+            durations.queue.finish(self.task_id, now, not_before=before.last_read_at or self.started_at)
             if not self.queued:
-                durations.record(self.kind, observed(self.started_at, now, *before))
+                seen = observed(
+                    self.started_at, now, before.last_progress, before.last_change_at, before.zero_seen_at
+                )
+                durations.record(self.kind, seen)
 
     def first_poll_in(self, now: float | None = None) -> float:
         """Seconds to wait before the first read: until :attr:`first_poll_at`, or 0 without it.
@@ -317,15 +334,16 @@ class ProgressWatch:
         return max(0.0, self.started_at + self.timeout - now)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the watch as plain data for task state or a trigger, without the transient ``moved``."""
+        """Return the watch as plain data for task state or a trigger (no :data:`_TRANSIENT` field)."""
         data = asdict(self)
-        data.pop("moved", None)
+        for transient in _TRANSIENT:
+            data.pop(transient, None)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProgressWatch:
         """Rebuild a watch from :meth:`to_dict`'s output, ignoring keys that are not fields."""
-        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "moved"}
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k not in _TRANSIENT}
         return cls(**fields)
 
 

@@ -114,9 +114,11 @@ def adaptive_delay(seen: Observations, poll_interval: float, now: float, spread:
     """Seconds from ``now`` to the wanted read, spread by the fraction ``spread``, within the bounds.
 
     The wanted read (:func:`wanted_at`) is spread only later, or earlier at the upper bound (a read
-    before a predicted end is wasted), kept within :func:`gap_bounds`, and never past the stall
-    deadline, so a stall is reported on time. The upper bound of a task predicted to queue counts
-    from its likely start. A wait told by webhook (``hinted``) sleeps
+    before a predicted end is wasted), by ``spread`` of the sleep but of no more than
+    ``poll_interval`` (the spread only keeps waits deferred together apart; a long sleep aimed at
+    a predicted end would read it seconds late), kept within :func:`gap_bounds`, and never past
+    the stall deadline, so a stall is reported on time. The upper bound of a task predicted to
+    queue counts from its likely start. A wait told by webhook (``hinted``) sleeps
     :data:`WEBHOOK_FALLBACK_FACTOR` times longer.
     """
     low, high = gap_bounds(seen, poll_interval, now)
@@ -125,7 +127,7 @@ def adaptive_delay(seen: Observations, poll_interval: float, now: float, spread:
         high += seen.starts_at - now  # queued behind the key's tasks: the bound counts from the start
     stretch = WEBHOOK_FALLBACK_FACTOR if seen.hinted else 1.0
     delay = min(max((wanted - now) * stretch, low), high)
-    delay *= 1.0 - spread if delay >= high else 1.0 + spread
+    delay += min(delay, poll_interval) * (-spread if delay >= high else spread)
     delay = min(max(delay, low), high)
     if seen.stall_timeout is not None:
         delay = min(delay, max(0.0, seen.last_change_at + seen.stall_timeout - now))
@@ -184,11 +186,23 @@ def moving_wanted_at(seen: Observations, now: float) -> float:
 
 
 def moving_run(seen: Observations) -> tuple[float, float | None]:
-    """Return when a moving task's run is measured from and its predicted length (None: unknown)."""
+    """Return when a moving task's run is measured from and its predicted length (None: unknown).
+
+    The rate counts from the last read at 0 %, or else from the submission or the likely start in
+    the key's queue. Neither is seen for a task in the queue that was never read at 0 %: it may
+    have started later, and a rate counted from too early a start reads it late. Its run is then
+    also placed by its expected duration, and the sooner of the two ends is kept.
+    """
     since = seen.started_at if seen.zero_seen_at is None else seen.zero_seen_at
     if seen.zero_seen_at is None and seen.starts_at is not None and seen.starts_at < seen.last_change_at:
         since = max(since, seen.starts_at)  # queued until then, as far as the key's queue tells
     elapsed = seen.last_change_at - since
     if elapsed <= 0 or seen.last_progress <= 0:
         return since, None
-    return since, elapsed * 100.0 / seen.last_progress
+    total = elapsed * 100.0 / seen.last_progress
+    expected = expected_seconds(seen)
+    if seen.zero_seen_at is None and seen.starts_at is not None and expected is not None:
+        placed = seen.last_change_at - expected * min(seen.last_progress, 100) / 100.0
+        if placed + expected < since + total:
+            return placed, expected
+    return since, total

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
@@ -71,6 +71,7 @@ from airflow_provider_lotimage.webhooks.hints import Hints
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_lotimage.client.durations import DurationBook
     from airflow_provider_lotimage.client.results import LotImageResult
 
 #: Polls are spread by up to this fraction of the interval, so a thousand triggers deferred in the
@@ -278,12 +279,15 @@ class TaskProgressTrigger(BaseTrigger):
         self.lotimage_task_id = watch.task_id = validate_task_id(self.lotimage_task_id)
         hook = LotImageHook(self.lotimage_conn_id)
         book = await sync_to_async(durations_of)((await hook.atransport()).settings)
+        sooner = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        watch.sooner = lambda: _call_soon(loop, sooner.set)
         await sync_to_async(watch.expect)(book)  # may read Redis (scope "redis")
         try:
             if watch.adaptive and watch.kind is not None:
                 # A task of known kind is first read near its expected end, not at once: a grid read
                 # at the end of the hold shows 0 % and costs a read that tells nothing.
-                await self.hints.pause(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
+                await self._pause(watch, book, sooner)
             metrics = hook.metrics
             while (
                 done := watch.step(
@@ -292,10 +296,24 @@ class TaskProgressTrigger(BaseTrigger):
             ) is None:
                 if watch.moved:
                     self.log.info("LotImage task %s: %d%%", self.lotimage_task_id, watch.last_progress)
-                await self.hints.pause(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER))
+                await self._pause(watch, book, sooner)
             return done
         finally:
             watch.leave(book)
+
+    async def _pause(self, watch: ProgressWatch, book: DurationBook, sooner: asyncio.Event) -> None:
+        """Sleep until the next read, or until a webhook delivery comes.
+
+        A sleep planned on a likely start that the key's queue then moves earlier is planned again
+        (:mod:`..client.key_queue`), so a task queued behind faster tasks is not read late.
+        """
+        while True:
+            sooner.clear()
+            if await _first_of(
+                self.hints.pause(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER)), sooner
+            ):
+                return
+            watch.replan(book)
 
     @cached_property
     def hints(self) -> Hints:
@@ -333,6 +351,26 @@ class TaskProgressTrigger(BaseTrigger):
             )
             return False
         return True
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """Run ``callback`` in ``loop``, from whichever thread (the key's queue tells from any)."""
+    if not loop.is_closed():  # a wait that ended has left the queue; this only guards a race
+        loop.call_soon_threadsafe(callback)
+
+
+async def _first_of(pause: Awaitable[None], event: asyncio.Event) -> bool:
+    """Await ``pause`` unless ``event`` is set first; True when ``pause`` ran to its end."""
+    paused, woken = asyncio.ensure_future(pause), asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({paused, woken}, return_when=asyncio.FIRST_COMPLETED)
+        if paused.done():
+            paused.result()  # its error, if any, is the wait's
+            return True
+        return False
+    finally:
+        paused.cancel()
+        woken.cancel()
 
 
 def _finish(task_instance: Any, xcoms: dict[str, Any], release_keys: Sequence[str]) -> None:
