@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 from airflow_provider_lotimage.client import metric_names as names
+from airflow_provider_lotimage.client import queue_place
 from airflow_provider_lotimage.client.contract import TaskProgress
 from airflow_provider_lotimage.client.durations import DurationBook, observed
-from airflow_provider_lotimage.client.key_queue import QUEUED_AFTER
 from airflow_provider_lotimage.client.metrics import NO_METRICS, Metrics, report_failure
-from airflow_provider_lotimage.client.schedule import adaptive_delay, moving_run
+from airflow_provider_lotimage.client.schedule import adaptive_delay
 from airflow_provider_lotimage.exceptions import (
     LotImageError,
     TaskStalledError,
@@ -82,7 +82,7 @@ class ProgressWatch:
     #: (:mod:`.key_queue`; ``None``: at its submission, or not known).
     starts_at: float | None = None
     #: Called (from any thread) when the key's queue moves :attr:`starts_at` earlier, so a
-    #: sleeping wait can plan its read again (:meth:`replan`); ``None``: nobody listens.
+    #: sleeping wait can plan its read again (:func:`.queue_place.place`); ``None``: nobody listens.
     sooner: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -159,40 +159,12 @@ class ProgressWatch:
     def expect(self, book: DurationBook, now: float | None = None) -> None:
         """Take the expected duration from ``book`` as the wait begins (probing only if it learns).
 
-        A wait that began at the submission also joins the key's queue (:attr:`.DurationBook.queue`),
-        so its first read counts from its likely start; the waiter leaves it when the wait ends
-        (:meth:`leave`).
+        A wait that began at the submission also joins the key's queue (:mod:`.queue_place`), so
+        its first read counts from its likely start; the waiter leaves it when the wait ends.
         """
         if self.adaptive and self.expected_seconds is None and self.last_read_at is None:
             self.expected_seconds = book.expected(self.kind, probe=self.from_submission)
-        if self.adaptive and self.from_submission and self.expected_seconds is not None:
-            # The queue replays the tasks behind this one with its likely duration, not a probe's.
-            typical = book.expected(self.kind, probe=False) or self.expected_seconds
-            book.queue.enter(self.task_id, self.started_at, typical)
-            self._place(book, time.time() if now is None else now)
-
-    def leave(self, book: DurationBook) -> None:
-        """Leave the key's queue: the wait is over, however it ended."""
-        book.queue.leave(self.task_id)
-
-    def replan(self, book: DurationBook, now: float | None = None) -> None:
-        """Take the likely start again from the key's queue, after :attr:`sooner` was called."""
-        if self.adaptive and self.from_submission and self.last_progress <= 0:
-            self._place(book, time.time() if now is None else now)
-
-    def _place(self, book: DurationBook, now: float) -> None:
-        """Update the queue with what was seen, and :attr:`starts_at` from it, before a sleep."""
-        if self.last_progress > 0:
-            since, total = moving_run(self)
-            if total is not None:
-                book.queue.moved(self.task_id, since + total)
-            return
-        self.starts_at = book.queue.start_of(self.task_id, now, self.sooner)
-
-    @property
-    def queued(self) -> bool:
-        """Whether the key's queue made the task wait after its submission (its end is no duration)."""
-        return self.starts_at is not None and self.starts_at > self.started_at + QUEUED_AFTER
+        queue_place.join(self, book, time.time() if now is None else now)
 
     def observe(self, progress: TaskProgress, now: float | None = None) -> bool:
         """Record one answer. True when the task is finished; raises when waiting must stop.
@@ -250,28 +222,14 @@ class ProgressWatch:
             if isinstance(outcome, TransientError):
                 self.observe_error(outcome, now)
             elif self.observe(outcome, now):
-                self._finished(now, before, metrics, durations)
+                _finished(self, now, before, metrics, durations)
                 return outcome
         except (TaskStalledError, TaskTimeoutError) as error:
             report_failure(metrics, error)
             raise
-        if durations is not None and self.adaptive and self.from_submission:
-            self._place(durations, now)
+        if durations is not None:
+            queue_place.place(self, durations, now)
         return None
-
-    def _finished(
-        self, now: float, before: _Before, metrics: Metrics, durations: DurationBook | None
-    ) -> None:
-        """Count a finished task's wait, and learn its duration where the wait tells one."""
-        kind = {names.TAG_KIND: self.kind or names.KIND_UNKNOWN}
-        metrics.timing(names.TASK_DURATION, max(0.0, now - self.started_at), tags=kind)
-        if durations is not None and self.from_submission:
-            durations.queue.finish(self.task_id, now, not_before=before.last_read_at or self.started_at)
-            if not self.queued:
-                seen = observed(
-                    self.started_at, now, before.last_progress, before.last_change_at, before.zero_seen_at
-                )
-                durations.record(self.kind, seen)
 
     def first_poll_in(self, now: float | None = None) -> float:
         """Seconds to wait before the first read: until :attr:`first_poll_at`, or 0 without it.
@@ -307,25 +265,6 @@ class ProgressWatch:
             delay = max(0.0, min(delay, left))
         return max(delay, self.first_poll_in(now))
 
-    def read_due(self, poll_interval: float, now: float | None = None) -> bool:
-        """Whether a caller that wakes on its own cadence (a sensor's poke) should read now.
-
-        The first read is always due (after :attr:`first_poll_at`); later ones when the schedule
-        :meth:`next_poll_in` made right after the last read says so (without jitter: a poke
-        cadence spreads reads already). A stall or timeout deadline makes a read due too, so
-        they are still reported, at the first poke after the deadline.
-        """
-        now = time.time() if now is None else now
-        if self.first_poll_in(now) > 0:
-            return False
-        if self.last_read_at is None:
-            return True
-        if not self.adaptive:
-            return now >= self.last_read_at + poll_interval
-        due = self.last_read_at + adaptive_delay(self, poll_interval, self.last_read_at)
-        left = self.seconds_left(self.last_read_at)
-        return now >= (due if left is None else min(due, self.last_read_at + left))
-
     def seconds_left(self, now: float | None = None) -> float | None:
         """Seconds until the overall timeout, or None without one."""
         if self.timeout is None:
@@ -345,6 +284,41 @@ class ProgressWatch:
         """Rebuild a watch from :meth:`to_dict`'s output, ignoring keys that are not fields."""
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k not in _TRANSIENT}
         return cls(**fields)
+
+
+def read_due(watch: ProgressWatch, poll_interval: float, now: float | None = None) -> bool:
+    """Whether a caller that wakes on its own cadence (a sensor's poke) should read now.
+
+    The first read is always due (after :attr:`~ProgressWatch.first_poll_at`); later ones when the
+    schedule :meth:`~ProgressWatch.next_poll_in` made right after the last read says so (without
+    jitter: a poke cadence spreads reads already). A stall or timeout deadline makes a read due
+    too, so they are still reported, at the first poke after the deadline.
+    """
+    now = time.time() if now is None else now
+    if watch.first_poll_in(now) > 0:
+        return False
+    if watch.last_read_at is None:
+        return True
+    if not watch.adaptive:
+        return now >= watch.last_read_at + poll_interval
+    due = watch.last_read_at + adaptive_delay(watch, poll_interval, watch.last_read_at)
+    left = watch.seconds_left(watch.last_read_at)
+    return now >= (due if left is None else min(due, watch.last_read_at + left))
+
+
+def _finished(
+    watch: ProgressWatch, now: float, before: _Before, metrics: Metrics, durations: DurationBook | None
+) -> None:
+    """Count a finished task's wait, and learn its duration where the wait tells one."""
+    kind = {names.TAG_KIND: watch.kind or names.KIND_UNKNOWN}
+    metrics.timing(names.TASK_DURATION, max(0.0, now - watch.started_at), tags=kind)
+    if durations is not None and watch.from_submission:
+        queue_place.finish(watch, durations, now, before.last_read_at)
+        if not queue_place.queued(watch):
+            seen = observed(
+                watch.started_at, now, before.last_progress, before.last_change_at, before.zero_seen_at
+            )
+            durations.record(watch.kind, seen)
 
 
 def _check_limits(watch: ProgressWatch, now: float) -> None:

@@ -11,7 +11,7 @@ from airflow.providers.common.compat.connection import get_async_connection, get
 from airflow.providers.common.compat.sdk import BaseHook
 from asgiref.sync import sync_to_async
 
-from airflow_provider_lotimage.client import contract
+from airflow_provider_lotimage.client import contract, queue_place
 from airflow_provider_lotimage.client.contract import TaskProgress
 from airflow_provider_lotimage.client.metrics import Metrics, apaced, paced
 from airflow_provider_lotimage.client.progress import DEFAULT_STALL_TIMEOUT, ProgressWatch
@@ -314,7 +314,7 @@ def _wait_blocking(
             time.sleep(watch.next_poll_in(poll_interval))
         return done
     finally:
-        watch.leave(book)
+        queue_place.leave(watch, book)
 
 
 def _submit_body(*, cutting: bool, webhook: str | None, **fields: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from airflow.triggers.base import StartTriggerArgs
 
 from airflow_provider_lotimage import config
 from airflow_provider_lotimage.client.options import WaitOptions
-from airflow_provider_lotimage.client.progress import DEFAULT_STALL_TIMEOUT, ProgressWatch
+from airflow_provider_lotimage.client.progress import DEFAULT_STALL_TIMEOUT, ProgressWatch, read_due
 from airflow_provider_lotimage.client.validation import validate_first_poll_delay, validate_task_id
 from airflow_provider_lotimage.exceptions import LotImageInputError
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
@@ -217,7 +217,7 @@ class TaskProgressSensor(BaseSensorOperator):
         ``False`` without a call; the first poke always reads.
         """
         watch = self._load_watch(context)
-        if not watch.read_due(self.poke_interval):
+        if not read_due(watch, self.poke_interval):
             return False
         try:
             with fail_fast(resubmits=False):

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 from asgiref.sync import sync_to_async
 
+from airflow_provider_lotimage.client import queue_place
 from airflow_provider_lotimage.client.contract import TaskProgress
 from airflow_provider_lotimage.client.options import WaitOptions
 from airflow_provider_lotimage.client.progress import DEFAULT_STALL_TIMEOUT, ProgressWatch
@@ -279,15 +280,13 @@ class TaskProgressTrigger(BaseTrigger):
         self.lotimage_task_id = watch.task_id = validate_task_id(self.lotimage_task_id)
         hook = LotImageHook(self.lotimage_conn_id)
         book = await sync_to_async(durations_of)((await hook.atransport()).settings)
-        sooner = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        watch.sooner = lambda: _call_soon(loop, sooner.set)
+        sooner = listen(watch)
         await sync_to_async(watch.expect)(book)  # may read Redis (scope "redis")
         try:
             if watch.adaptive and watch.kind is not None:
                 # A task of known kind is first read near its expected end, not at once: a grid read
                 # at the end of the hold shows 0 % and costs a read that tells nothing.
-                await self._pause(watch, book, sooner)
+                await sleep_until_read(self.hints, watch, book, sooner, self.poll_interval)
             metrics = hook.metrics
             while (
                 done := watch.step(
@@ -296,24 +295,10 @@ class TaskProgressTrigger(BaseTrigger):
             ) is None:
                 if watch.moved:
                     self.log.info("LotImage task %s: %d%%", self.lotimage_task_id, watch.last_progress)
-                await self._pause(watch, book, sooner)
+                await sleep_until_read(self.hints, watch, book, sooner, self.poll_interval)
             return done
         finally:
-            watch.leave(book)
-
-    async def _pause(self, watch: ProgressWatch, book: DurationBook, sooner: asyncio.Event) -> None:
-        """Sleep until the next read, or until a webhook delivery comes.
-
-        A sleep planned on a likely start that the key's queue then moves earlier is planned again
-        (:mod:`..client.key_queue`), so a task queued behind faster tasks is not read late.
-        """
-        while True:
-            sooner.clear()
-            if await _first_of(
-                self.hints.pause(watch.next_poll_in(self.poll_interval, jitter=POLL_JITTER)), sooner
-            ):
-                return
-            watch.replan(book)
+            queue_place.leave(watch, book)
 
     @cached_property
     def hints(self) -> Hints:
@@ -351,6 +336,28 @@ class TaskProgressTrigger(BaseTrigger):
             )
             return False
         return True
+
+
+async def sleep_until_read(
+    hints: Hints, watch: ProgressWatch, book: DurationBook, sooner: asyncio.Event, poll_interval: float
+) -> None:
+    """Sleep until the next read, or until a webhook delivery comes.
+
+    A sleep planned on a likely start that the key's queue then moves earlier is planned again
+    (:mod:`..client.queue_place`), so a task queued behind faster tasks is not read late.
+    """
+    while True:
+        sooner.clear()
+        if await _first_of(hints.pause(watch.next_poll_in(poll_interval, jitter=POLL_JITTER)), sooner):
+            return
+        queue_place.place(watch, book, time.time())
+
+
+def listen(watch: ProgressWatch) -> asyncio.Event:
+    """Return the event the key's queue sets, from any thread, when the task starts sooner."""
+    sooner, loop = asyncio.Event(), asyncio.get_running_loop()
+    watch.sooner = lambda: _call_soon(loop, sooner.set)
+    return sooner
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:

@@ -10,7 +10,7 @@ import pytest
 from airflow_provider_lotimage.client.contract import TaskProgress
 from airflow_provider_lotimage.client.durations import DurationBook
 from airflow_provider_lotimage.client.metrics import NO_METRICS
-from airflow_provider_lotimage.client.progress import ProgressWatch
+from airflow_provider_lotimage.client.progress import ProgressWatch, read_due
 from airflow_provider_lotimage.client.schedule import (
     FINISH_MARGIN,
     KIND_IMAGINE,
@@ -285,44 +285,44 @@ def test_old_records_without_the_new_fields_load_as_adaptive_without_history() -
 
 
 def test_read_due_the_first_read_is_always_due() -> None:
-    assert watch_at(KIND_IMAGINE).read_due(POLL, now=T0)
-    assert watch_at(None).read_due(POLL, now=T0)
+    assert read_due(watch_at(KIND_IMAGINE), POLL, now=T0)
+    assert read_due(watch_at(None), POLL, now=T0)
 
 
 def test_read_due_respects_the_hold() -> None:
     watch = ProgressWatch.resume("t-1", started_at=T0, first_poll_at=T0 + 10, now=T0)
-    assert not watch.read_due(POLL, now=T0 + 5)
-    assert watch.read_due(POLL, now=T0 + 10)
+    assert not read_due(watch, POLL, now=T0 + 5)
+    assert read_due(watch, POLL, now=T0 + 10)
 
 
 def test_read_due_follows_the_schedule_across_pokes() -> None:
     watch = watch_at(KIND_UPSCALE)
     watch.step(progress(0), now=T0)
-    assert not watch.read_due(POLL, now=T0 + 5)
-    assert watch.read_due(POLL, now=T0 + 11)
+    assert not read_due(watch, POLL, now=T0 + 5)
+    assert read_due(watch, POLL, now=T0 + 11)
     watch.step(progress(0), now=T0 + 11)  # queued: next at the upper bound
     restored = ProgressWatch.from_dict(watch.to_dict())  # a sensor in reschedule mode
-    assert not restored.read_due(POLL, now=T0 + 11 + UPPER - 1)
-    assert restored.read_due(POLL, now=T0 + 11 + UPPER)
+    assert not read_due(restored, POLL, now=T0 + 11 + UPPER - 1)
+    assert read_due(restored, POLL, now=T0 + 11 + UPPER)
 
 
 def test_read_due_for_a_stall_and_a_timeout_deadline() -> None:
     stalling = watch_at(KIND_IMAGINE, stall_timeout=10.0)
     stalling.step(progress(46), now=T0 + 5)
     stalling.step(progress(46), now=T0 + 12)  # backs off to 19 s, but the stall is due at 15 s
-    assert not stalling.read_due(POLL, now=T0 + 14.9)
-    assert stalling.read_due(POLL, now=T0 + 15)
+    assert not read_due(stalling, POLL, now=T0 + 14.9)
+    assert read_due(stalling, POLL, now=T0 + 15)
     timing_out = ProgressWatch.resume("t-1", started_at=T0, end_time=T0 + 8, now=T0, kind=KIND_IMAGINE)
     timing_out.step(progress(0), now=T0)
-    assert not timing_out.read_due(POLL, now=T0 + 7)
-    assert timing_out.read_due(POLL, now=T0 + 8)
+    assert not read_due(timing_out, POLL, now=T0 + 7)
+    assert read_due(timing_out, POLL, now=T0 + 8)
 
 
 def test_read_due_not_adaptive_is_every_poll_interval() -> None:
     watch = watch_at(KIND_IMAGINE, adaptive=False)
     watch.step(progress(0), now=T0)
-    assert not watch.read_due(POLL, now=T0 + 9)
-    assert watch.read_due(POLL, now=T0 + 10)
+    assert not read_due(watch, POLL, now=T0 + 9)
+    assert read_due(watch, POLL, now=T0 + 10)
 
 
 # -- simulation: reads per paid task ------------------------------------------------------------

@@ -18,8 +18,12 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_lotimage.client.durations import DurationBook
+from airflow_provider_lotimage.client.key_queue import KeyQueue
+from airflow_provider_lotimage.client.progress import ProgressWatch
+from airflow_provider_lotimage.client.schedule import KIND_UPSCALE
 from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger
+from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger, listen, sleep_until_read
 from airflow_provider_lotimage.utils.deferral import RESUME_MARGIN
 
 HOLD = 1.5
@@ -178,3 +182,32 @@ def test_a_failure_of_a_task_ending_here_still_waits_for_first_poll_at(
     payload, _, elapsed = asyncio.run(first_event(trigger, lotimage_emulator, check_at=0.1))
     assert payload["status"] == "error" and "output filters" in payload["message"], payload
     assert elapsed >= HOLD - 0.05
+
+
+# -- a sleep planned on a start that the key's queue then brings forward is planned again ------------
+
+
+def test_a_wait_queued_behind_a_task_that_ends_sooner_plans_its_read_again() -> None:
+    book = DurationBook()
+    book.queue = KeyQueue(running=1)
+    book.queue.enter("ahead", time.time(), 10.0)
+    watch = ProgressWatch.start("behind", kind=KIND_UPSCALE, from_submission=True)
+    trigger = TaskProgressTrigger("behind", poll_interval=1.0)
+
+    async def pause() -> float:
+        sooner = listen(watch)
+        watch.expect(book)
+        planned = watch.next_poll_in(1.0)
+        started = time.monotonic()
+        finisher = asyncio.get_running_loop().run_in_executor(  # told from another thread
+            None,
+            lambda: (time.sleep(0.5), book.queue.finish("ahead", time.time(), not_before=time.time() - 1)),
+        )
+        await sleep_until_read(trigger.hints, watch, book, sooner, 1.0)
+        await finisher
+        assert planned > 10, "behind the task ahead, the first read was planned after its expected end"
+        return time.monotonic() - started
+
+    waited = asyncio.run(pause())
+    assert 0.5 < waited < 5.0, f"the sleep was not planned again when the slot freed ({waited:.1f} s)"
+    assert watch.starts_at is not None and watch.starts_at <= time.time()
