@@ -51,7 +51,8 @@ def place(watch: Waiting, book: DurationBook, now: float) -> None:
         if total is not None:
             book.queue.moved(watch.task_id, since + total)
         return
-    watch.starts_at = book.queue.start_of(watch.task_id, now, watch.sooner)
+    # A wait told by webhook polls only as a fallback: a sooner start is no reason to read sooner.
+    watch.starts_at = book.queue.start_of(watch.task_id, now, None if watch.hinted else watch.sooner)
 
 
 def finish(watch: Waiting, book: DurationBook, now: float, last_read_at: float | None) -> None:

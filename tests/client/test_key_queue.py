@@ -167,3 +167,26 @@ def test_a_finished_task_frees_its_slot_as_early_as_it_could_have_ended() -> Non
     queue.enter("e", T0 + 51, 10.0)
     queue.leave("d")  # a wait that ended without finishing frees its slot at once
     assert queue.start_of("e", T0 + 52) == T0 + 51
+
+
+def test_a_wait_told_by_webhook_is_not_woken_to_poll_sooner() -> None:
+    book, told = DurationBook(), []
+    book.queue = KeyQueue(running=1)
+    book.queue.enter("ahead", T0, 10.0)
+    watches = {
+        hinted: ProgressWatch.resume(
+            f"hinted={hinted}",
+            started_at=T0 + 1,
+            now=T0 + 1,
+            kind=KIND_UPSCALE,
+            from_submission=True,
+            hinted=hinted,
+        )
+        for hinted in (True, False)
+    }
+    for hinted, watch in watches.items():
+        watch.sooner = lambda hinted=hinted: told.append(hinted)
+        watch.expect(book, now=T0 + 1)
+    assert watches[True].starts_at == T0 + 10, "it still takes its place in the queue"
+    book.queue.finish("ahead", T0 + 5, not_before=T0 + 4)
+    assert told == [False]
