@@ -29,10 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_lotimage.client.options import WaitOptions
 from benchmarks import distributed, many_triggers, sweep, trigger_profile
 from benchmarks.chart import draw_comparison
 from benchmarks.distributed import DistributedSettings
-from benchmarks.pipelines import PipelineSettings, compare
+from benchmarks.pipelines import PipelineSettings, compare, scaled_poll_interval
 from benchmarks.sweep_chart import draw_sweep
 from benchmarks.trigger_profile import ProfileSettings
 
@@ -139,7 +140,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"prompts per DAG run; local: the single-size run instead of the sweep; {both('prompts')}",
     )
     parser.add_argument("--time-scale", type=float, help=both("time_scale"))
-    parser.add_argument("--poll-interval", type=float, help=both("poll_interval"))
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        help=f"default the operators' {WaitOptions().poll_interval:g} s times --time-scale "
+        f"({both('poll_interval')})",
+    )
     parser.add_argument("--pool-slots", type=int, help=both("pool_slots"))
     parser.add_argument("--parallelism", type=int, help=both("parallelism"))
     parser.add_argument(
@@ -173,9 +179,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{option.replace('_', '-')} applies to --topology {topology} only")
     _choose_local_mode(parser, args)
     defaults: Any = local if args.topology == "local" else dist
-    for name in ("prompts", "time_scale", "poll_interval", "pool_slots", "parallelism"):
+    for name in ("prompts", "time_scale", "pool_slots", "parallelism"):
         if getattr(args, name) is None:
             setattr(args, name, getattr(defaults, name))
+    if args.poll_interval is None:
+        args.poll_interval = scaled_poll_interval(args.time_scale)
     if args.topology == "local":
         args.triggers = 1000 if args.triggers is None else args.triggers
         args.skip_dags = bool(args.skip_dags)

@@ -23,7 +23,7 @@ from benchmarks.distributed import (
     table,
     targets,
 )
-from benchmarks.pipelines import PipelineSettings, floor_seconds
+from benchmarks.pipelines import PipelineSettings, floor_seconds, scaled_poll_interval
 
 
 def test_default_topology_is_local_with_the_local_defaults() -> None:
@@ -34,6 +34,13 @@ def test_default_topology_is_local_with_the_local_defaults() -> None:
     assert (args.prompts, args.pool_slots, args.parallelism) == (local.prompts, local.pool_slots, 8)
     assert args.triggers == 1000 and args.skip_dags is False
     assert parse_args(["--topology", "local", "--triggers", "0", "--skip-dags"]).skip_dags is True
+
+
+def test_the_poll_interval_follows_the_time_scale_unless_given() -> None:
+    assert PipelineSettings().poll_interval == scaled_poll_interval(PipelineSettings().time_scale)
+    assert parse_args(["--time-scale", "1.0", "--prompts", "6"]).poll_interval == 10.0
+    assert parse_args(["--time-scale", "0.25", "--topology", "distributed"]).poll_interval == 2.5
+    assert parse_args(["--time-scale", "1.0", "--poll-interval", "4"]).poll_interval == 4.0
 
 
 def test_distributed_topology_takes_its_own_defaults_and_options() -> None:
