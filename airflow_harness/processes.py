@@ -221,6 +221,9 @@ def terminate(services: Sequence[Service], grace: float) -> None:
     if left:
         signal_all(left, signal.SIGKILL)
         psutil.wait_procs(left, timeout=5)
+    # A zombie is reaped by its parent, or by init once orphaned, a moment later: wait for that, so
+    # that nothing of the services is left in the process table when this returns.
+    psutil.wait_procs(procs, timeout=5)
 
 
 def _kill_task_groups(procs: Sequence[psutil.Process], roots: Sequence[int]) -> None:

@@ -11,7 +11,7 @@ from airflow_provider_lotimage.client.contract import TaskProgress
 from airflow_provider_lotimage.client.durations import DurationBook, Observation
 from airflow_provider_lotimage.client.key_queue import FORGET_SECONDS, InFlight, KeyQueue, replay
 from airflow_provider_lotimage.client.progress import ProgressWatch
-from airflow_provider_lotimage.client.schedule import KIND_UPSCALE, MAX_POLL_FACTOR
+from airflow_provider_lotimage.client.schedule import KIND_IMAGINE, KIND_UPSCALE, MAX_POLL_FACTOR
 
 T0 = 1_000_000.0
 
@@ -190,3 +190,30 @@ def test_a_wait_told_by_webhook_is_not_woken_to_poll_sooner() -> None:
     assert watches[True].starts_at == T0 + 10, "it still takes its place in the queue"
     book.queue.finish("ahead", T0 + 5, not_before=T0 + 4)
     assert told == [False]
+
+
+def test_a_wait_told_its_start_came_sooner_keeps_the_bound_from_that_start() -> None:
+    # Four grids on a fast service: three run, the fourth is planned to start when the first ends,
+    # 45 s on. The three are first read at 7.4 s, finished; the fourth, told, is read at once: its
+    # upper bound (poll_interval x 3) counts from its likely start, now its submission at 1.2 s,
+    # as if that start had been known all along, not from the moment it was told.
+    book, poll_interval = DurationBook(), 2.0
+    watches = [
+        ProgressWatch.resume(
+            f"g{n}", started_at=T0 + n * 0.4, now=T0 + n * 0.4, kind=KIND_IMAGINE, from_submission=True
+        )
+        for n in range(4)
+    ]
+    for watch in watches:
+        watch.expect(book, now=watch.started_at)
+    last = watches[3]
+    assert last.starts_at == T0 + 45.0
+    assert last.next_poll_in(poll_interval, now=T0 + 1.2) == pytest.approx(45.0 - 1.2 + 3 * poll_interval)
+    for watch in watches[:3]:
+        assert watch.step(progress(100), now=T0 + 7.4, durations=book) is not None
+    queue_place.place(last, book, T0 + 7.4)
+    assert last.starts_at == T0 + 1.2
+    assert last.next_poll_in(poll_interval, now=T0 + 7.4) == 0.0
+    # After a read at 0 %, the bound counts from that read again.
+    assert last.step(progress(0), now=T0 + 7.5, durations=book) is None
+    assert last.next_poll_in(poll_interval, now=T0 + 7.5) == pytest.approx(3 * poll_interval)

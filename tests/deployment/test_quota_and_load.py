@@ -47,8 +47,9 @@ DAG_FILES = [
 ]
 TRIAL_QUOTA = 10
 BACKFILL_DAYS = 30
-#: An imagine in 2.7 s, an upscale in 0.6 s: well inside the triggers' 10 s first-poll hold, so a
-#: deferred task reads its LotImage task once.
+#: An imagine in 2.7 s, an upscale in 0.6 s: well inside the adaptive schedule's upper bound
+#: (``poll_interval`` 2 s x 3 after a task's likely start), so a deferred task reads its LotImage
+#: task once.
 TIME_SCALE = 0.06
 PROMPTS = [
     "A lighthouse made of glass",
@@ -197,7 +198,7 @@ def test_trial_quota_spent_mid_batch_then_the_next_day_completes_it(
     paid_upscales = calls["button_created"]
     reads = stats["requests"]["progress"] - paid_upscales  # each paid upscale's one refused read
     assert calls["imagine_received"] == calls["imagine_created"] == 4
-    assert reads == 4, "one read per imagine (the emulator renders them within the first-poll hold)"
+    assert reads == 4, "one read per imagine (the emulator renders them within the upper bound)"
     assert paid_upscales == TRIAL_QUOTA - 4 - reads == 2
     assert calls["button_received"] == 16, "one call per upscale, none resent"
 
