@@ -124,7 +124,7 @@ def adaptive_delay(seen: Observations, poll_interval: float, now: float, spread:
     low, high = gap_bounds(seen, poll_interval, now)
     wanted = wanted_at(seen, poll_interval, now)
     if seen.last_progress <= 0 and seen.starts_at is not None:
-        high = max(low, queued_since(seen) + high - now)
+        high = max(low, queued_since(seen, seen.starts_at) + high - now)
     stretch = WEBHOOK_FALLBACK_FACTOR if seen.hinted else 1.0
     delay = min(max((wanted - now) * stretch, low), high)
     delay += min(delay, poll_interval) * (-spread if delay >= high else spread)
@@ -134,15 +134,14 @@ def adaptive_delay(seen: Observations, poll_interval: float, now: float, spread:
     return delay
 
 
-def queued_since(seen: Observations) -> float:
+def queued_since(seen: Observations, starts_at: float) -> float:
     """Return when the upper bound of a task in the key's queue counts from (epoch seconds).
 
-    From its likely start, or from the last read after it: not from now, because a wait woken
-    when that start came sooner (:mod:`.key_queue`) plans again in the middle of its sleep, and a
-    bound restarted then would read it later than if the start had been known all along.
+    From its likely start ``starts_at``, or from the last read after it: not from now, because a
+    wait woken when that start came sooner (:mod:`.key_queue`) plans again in the middle of its
+    sleep, and a bound restarted then would read it later than if the start had been known all along.
     """
-    assert seen.starts_at is not None
-    return max(seen.starts_at, seen.started_at if seen.last_read_at is None else seen.last_read_at)
+    return max(starts_at, seen.started_at if seen.last_read_at is None else seen.last_read_at)
 
 
 def gap_bounds(seen: Observations, poll_interval: float, now: float) -> tuple[float, float]:
