@@ -11,11 +11,12 @@ service's queue: first in, first out, :data:`KEY_RUNNING` at once, each task tak
 duration (:mod:`.durations`), or ending when its progress says once it moved. The replay gives a
 task's likely start (:meth:`KeyQueue.start_of`), from which the schedule expects its end.
 
-The replay is only as good as the durations it was made with: a task ahead that is seen moving
-faster, or that ends, moves the starts of the tasks behind it earlier. A wait that planned its
-first read on a start that then moves :data:`SOONER_BY` seconds earlier is told so (the ``sooner``
-callback given to :meth:`KeyQueue.start_of`) and plans again, instead of sleeping to a read that
-comes late.
+The replay is only as good as what it holds: a task ahead that is seen moving faster, or that
+ends, moves the starts of the tasks behind it earlier; one seen moving slower, or one submitted
+sooner whose wait joins later (the triggerer loads new triggers in batches, in no set order),
+moves them later. A wait that planned its read on a start that then moves :data:`REPLAN_BY`
+seconds either way is told so (the ``replan`` callback given to :meth:`KeyQueue.start_of`) and
+plans again, instead of sleeping to a read that comes late or finds its task at 0 %.
 
 Tasks of other processes and other DAGs are unseen, so the start is a lower bound: a read that
 still finds the task at 0 % falls back on the schedule's rule for queued tasks. A wait that ends
@@ -37,8 +38,8 @@ KEY_RUNNING = 3
 FORGET_SECONDS = 3600.0
 #: A task predicted to start this many seconds after its submission counts as queued.
 QUEUED_AFTER = 1.0
-#: A planned start that moves this many seconds earlier makes its wait plan again.
-SOONER_BY = 1.0
+#: A planned start that moves this many seconds, earlier or later, makes its wait plan again.
+REPLAN_BY = 1.0
 
 
 @dataclass
@@ -82,13 +83,15 @@ class KeyQueue:
         self.running = running
         self._lock = threading.Lock()
         self._tasks: dict[str, InFlight] = {}
-        #: The start each waiting task planned with, and how to tell it that start came sooner.
+        #: The start each waiting task planned with, and how to tell it that start moved.
         self._planned: dict[str, tuple[float, Callable[[], None]]] = {}
 
     def enter(self, task_id: str, submitted_at: float, seconds: float) -> None:
         """Add a task whose wait began at its submission, expected to take ``seconds``."""
         with self._lock:
             self._tasks.setdefault(task_id, InFlight(submitted_at, seconds))
+            replans = self._replans()
+        _tell(replans)
 
     def moved(self, task_id: str, ends_at: float) -> None:
         """Note that a task was seen moving and should end at ``ends_at``."""
@@ -96,8 +99,8 @@ class KeyQueue:
             if (task := self._tasks.get(task_id)) is not None:
                 task.ends_at = ends_at
                 self._planned.pop(task_id, None)
-            sooner = self._sooner()
-        _tell(sooner)
+            replans = self._replans()
+        _tell(replans)
 
     def finish(self, task_id: str, now: float, not_before: float) -> None:
         """Note that a task was seen finished at ``now``, and was not finished at ``not_before``.
@@ -116,8 +119,8 @@ class KeyQueue:
             task.ends_at, task.finished = ends_at, True
             self._planned.pop(task_id, None)
             self._prune()
-            sooner = self._sooner()
-        _tell(sooner)
+            replans = self._replans()
+        _tell(replans)
 
     def leave(self, task_id: str) -> None:
         """Drop a task whose wait ended without :meth:`finish` (failed, stalled, cancelled).
@@ -129,33 +132,33 @@ class KeyQueue:
                 return
             del self._tasks[task_id]
             self._planned.pop(task_id, None)
-            sooner = self._sooner()
-        _tell(sooner)
+            replans = self._replans()
+        _tell(replans)
 
-    def start_of(self, task_id: str, now: float, sooner: Callable[[], None] | None = None) -> float | None:
+    def start_of(self, task_id: str, now: float, replan: Callable[[], None] | None = None) -> float | None:
         """Return the predicted start of a task not seen moving; None when it is not held here.
 
-        ``sooner`` (thread-safe, quick) is called once if a later change moves that start
-        :data:`SOONER_BY` seconds earlier; the wait then asks again.
+        ``replan`` (thread-safe, quick) is called once if a later change moves that start
+        :data:`REPLAN_BY` seconds earlier or later; the wait then asks again.
         """
         with self._lock:
             self._forget(now)
             if task_id not in self._tasks:
                 return None
             start = replay(self._tasks.items(), self.running).get(task_id)
-            if start is not None and sooner is not None:
-                self._planned[task_id] = (start, sooner)
+            if start is not None and replan is not None:
+                self._planned[task_id] = (start, replan)
             return start
 
-    def _sooner(self) -> list[Callable[[], None]]:
-        """Forget and return the callbacks of the waits whose planned start came sooner."""
+    def _replans(self) -> list[Callable[[], None]]:
+        """Forget and return the callbacks of the waits whose planned start moved."""
         if not self._planned:
             return []
         starts = replay(self._tasks.items(), self.running)
         told = [
             task_id
             for task_id, (planned, _) in self._planned.items()
-            if starts.get(task_id, planned) <= planned - SOONER_BY
+            if abs(starts.get(task_id, planned) - planned) >= REPLAN_BY
         ]
         return [self._planned.pop(task_id)[1] for task_id in told]
 

@@ -43,7 +43,7 @@ class _Before(NamedTuple):
 #: queued behind the key's running tasks legitimately shows 0 % for minutes.
 DEFAULT_STALL_TIMEOUT = 900.0
 #: Fields of a watch that belong to this process's wait, never to its plain data.
-_TRANSIENT = ("moved", "sooner")
+_TRANSIENT = ("moved", "replan")
 
 
 @dataclass
@@ -81,9 +81,9 @@ class ProgressWatch:
     #: Epoch seconds the task is likely to start, behind the key's tasks in flight in this process
     #: (:mod:`.key_queue`; ``None``: at its submission, or not known).
     starts_at: float | None = None
-    #: Called (from any thread) when the key's queue moves :attr:`starts_at` earlier, so a
-    #: sleeping wait can plan its read again (:func:`.queue_place.place`); ``None``: nobody listens.
-    sooner: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    #: Called (from any thread) when the key's queue moves :attr:`starts_at` earlier or later, so
+    #: a sleeping wait can plan its read again (:func:`.queue_place.place`); ``None``: nobody listens.
+    replan: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def start(

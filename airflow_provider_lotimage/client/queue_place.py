@@ -25,7 +25,7 @@ class Waiting(Observations, Protocol):
     task_id: str
     adaptive: bool
     from_submission: bool
-    sooner: Callable[[], None] | None
+    replan: Callable[[], None] | None
 
 
 def takes_part(watch: Waiting) -> bool:
@@ -51,14 +51,21 @@ def place(watch: Waiting, book: DurationBook, now: float) -> None:
         if total is not None:
             book.queue.moved(watch.task_id, since + total)
         return
-    # A wait told by webhook polls only as a fallback: a sooner start is no reason to read sooner.
-    watch.starts_at = book.queue.start_of(watch.task_id, now, None if watch.hinted else watch.sooner)
+    # A wait told by webhook polls only as a fallback: a start that moved is no reason to plan again.
+    watch.starts_at = book.queue.start_of(watch.task_id, now, None if watch.hinted else watch.replan)
 
 
 def finish(watch: Waiting, book: DurationBook, now: float, last_read_at: float | None) -> None:
-    """Tell the queue the task was seen finished now (and was not at the read before)."""
+    """Tell the queue the task was seen finished now, and not at the read before.
+
+    A wait told by webhook reads when the delivery comes, as the task ends: its end is now. (A
+    delivery lost makes that end late, by the fallback's sleep: the waits behind, told by webhook
+    too, only plan their own fallback later.) Otherwise its end lies after the read before, or
+    its submission, and the queue places it as early as it could have been.
+    """
     if takes_part(watch):
-        book.queue.finish(watch.task_id, now, not_before=last_read_at or watch.started_at)
+        not_before = now if watch.hinted else last_read_at or watch.started_at
+        book.queue.finish(watch.task_id, now, not_before=not_before)
 
 
 def leave(watch: Waiting, book: DurationBook) -> None:

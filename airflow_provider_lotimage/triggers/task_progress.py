@@ -280,13 +280,13 @@ class TaskProgressTrigger(BaseTrigger):
         self.lotimage_task_id = watch.task_id = validate_task_id(self.lotimage_task_id)
         hook = LotImageHook(self.lotimage_conn_id)
         book = await sync_to_async(durations_of)((await hook.atransport()).settings)
-        sooner = listen(watch)
+        replan = listen(watch)
         await sync_to_async(watch.expect)(book)  # may read Redis (scope "redis")
         try:
             if watch.adaptive and watch.kind is not None:
                 # A task of known kind is first read near its expected end, not at once: a grid read
                 # at the end of the hold shows 0 % and costs a read that tells nothing.
-                await sleep_until_read(self.hints, watch, book, sooner, self.poll_interval)
+                await sleep_until_read(self.hints, watch, book, replan, self.poll_interval)
             metrics = hook.metrics
             while (
                 done := watch.step(
@@ -295,7 +295,7 @@ class TaskProgressTrigger(BaseTrigger):
             ) is None:
                 if watch.moved:
                     self.log.info("LotImage task %s: %d%%", self.lotimage_task_id, watch.last_progress)
-                await sleep_until_read(self.hints, watch, book, sooner, self.poll_interval)
+                await sleep_until_read(self.hints, watch, book, replan, self.poll_interval)
             return done
         finally:
             queue_place.leave(watch, book)
@@ -339,25 +339,26 @@ class TaskProgressTrigger(BaseTrigger):
 
 
 async def sleep_until_read(
-    hints: Hints, watch: ProgressWatch, book: DurationBook, sooner: asyncio.Event, poll_interval: float
+    hints: Hints, watch: ProgressWatch, book: DurationBook, replan: asyncio.Event, poll_interval: float
 ) -> None:
     """Sleep until the next read, or until a webhook delivery comes.
 
-    A sleep planned on a likely start that the key's queue then moves earlier is planned again
-    (:mod:`..client.queue_place`), so a task queued behind faster tasks is not read late.
+    A sleep planned on a likely start that the key's queue then moves is planned again
+    (:mod:`..client.queue_place`): a task queued behind faster tasks is not read late, nor one
+    behind a task whose wait joined the queue after its own read early.
     """
     while True:
-        sooner.clear()
-        if await _first_of(hints.pause(watch.next_poll_in(poll_interval, jitter=POLL_JITTER)), sooner):
+        replan.clear()
+        if await _first_of(hints.pause(watch.next_poll_in(poll_interval, jitter=POLL_JITTER)), replan):
             return
         queue_place.place(watch, book, time.time())
 
 
 def listen(watch: ProgressWatch) -> asyncio.Event:
-    """Return the event the key's queue sets, from any thread, when the task starts sooner."""
-    sooner, loop = asyncio.Event(), asyncio.get_running_loop()
-    watch.sooner = lambda: _call_soon(loop, sooner.set)
-    return sooner
+    """Return the event the key's queue sets, from any thread, when the task's likely start moved."""
+    replan, loop = asyncio.Event(), asyncio.get_running_loop()
+    watch.replan = lambda: _call_soon(loop, replan.set)
+    return replan
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:

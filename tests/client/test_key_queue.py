@@ -92,7 +92,7 @@ def simulate_batch(
     ]
     woken: set[int] = set()
     for n, (watch, book) in enumerate(zip(watches, books, strict=True)):
-        watch.sooner = (lambda n=n: woken.add(n)) if replan else None
+        watch.replan = (lambda n=n: woken.add(n)) if replan else None
         watch.expect(book, now=T0)
     due = [T0 + watch.next_poll_in(poll_interval, jitter=0.2, now=T0) for watch in watches]
     reads, lags = [0] * count, [0.0] * count
@@ -138,7 +138,7 @@ def test_a_wait_is_told_once_when_its_planned_start_comes_sooner() -> None:
     queue.enter("a", T0, 10.0)
     queue.enter("b", T0 + 1, 10.0)
     queue.enter("c", T0 + 2, 10.0)
-    assert queue.start_of("c", T0 + 2, sooner=lambda: told.append("c")) == T0 + 20
+    assert queue.start_of("c", T0 + 2, replan=lambda: told.append("c")) == T0 + 20
     queue.moved("a", T0 + 9.5)  # half a second sooner: not worth a new plan
     assert told == []
     queue.moved("a", T0 + 5)
@@ -146,7 +146,31 @@ def test_a_wait_is_told_once_when_its_planned_start_comes_sooner() -> None:
     queue.finish("a", T0 + 12, not_before=T0 + 4)
     queue.finish("b", T0 + 14, not_before=T0 + 11)  # told once: "c" planned nothing since
     assert told == ["c"]
-    assert queue.start_of("c", T0 + 14, sooner=lambda: told.append("c again")) == T0 + 11
+    assert queue.start_of("c", T0 + 14, replan=lambda: told.append("c again")) == T0 + 11
+
+
+def test_a_wait_is_told_when_a_task_submitted_before_it_joins_late() -> None:
+    """The triggerer loads new triggers in batches, in no set order: "b" was submitted first."""
+    queue, told = KeyQueue(running=1), []
+    queue.enter("a", T0, 10.0)
+    queue.enter("c", T0 + 2, 10.0)
+    assert queue.start_of("c", T0 + 3, replan=lambda: told.append("c")) == T0 + 10
+    queue.enter("d", T0 + 3, 10.0)  # behind "c": its start does not move
+    assert told == []
+    queue.enter("b", T0 + 1, 10.0)
+    assert told == ["c"]
+    assert queue.start_of("c", T0 + 4) == T0 + 20
+    queue.moved("a", T0 + 10.5)  # half a second later: not worth a new plan
+    assert told == ["c"]
+
+
+def test_a_wait_is_told_when_a_task_ahead_moves_slower_than_expected() -> None:
+    queue, told = KeyQueue(running=1), []
+    queue.enter("a", T0, 10.0)
+    queue.enter("b", T0 + 1, 10.0)
+    assert queue.start_of("b", T0 + 1, replan=lambda: told.append("b")) == T0 + 10
+    queue.moved("a", T0 + 25)
+    assert told == ["b"] and queue.start_of("b", T0 + 12) == T0 + 25
 
 
 def test_a_finished_task_frees_its_slot_as_early_as_it_could_have_ended() -> None:
@@ -185,7 +209,7 @@ def test_a_wait_told_by_webhook_is_not_woken_to_poll_sooner() -> None:
         for hinted in (True, False)
     }
     for hinted, watch in watches.items():
-        watch.sooner = lambda hinted=hinted: told.append(hinted)
+        watch.replan = lambda hinted=hinted: told.append(hinted)
         watch.expect(book, now=T0 + 1)
     assert watches[True].starts_at == T0 + 10, "it still takes its place in the queue"
     book.queue.finish("ahead", T0 + 5, not_before=T0 + 4)
@@ -217,3 +241,18 @@ def test_a_wait_told_its_start_came_sooner_keeps_the_bound_from_that_start() -> 
     # After a read at 0 %, the bound counts from that read again.
     assert last.step(progress(0), now=T0 + 7.5, durations=book) is None
     assert last.next_poll_in(poll_interval, now=T0 + 7.5) == pytest.approx(3 * poll_interval)
+
+
+def test_a_task_finished_on_a_webhook_delivery_frees_its_slot_when_read() -> None:
+    """Read when its delivery came: it ended then, not at its submission (the waits behind it
+    would otherwise plan their fallback reads on a slot freed long before)."""
+    for hinted, freed_at in ((True, T0 + 45.0), (False, T0)):
+        book = DurationBook()
+        book.queue = KeyQueue(running=1)
+        watch = ProgressWatch.resume(
+            "grid", started_at=T0, now=T0, kind=KIND_IMAGINE, from_submission=True, hinted=hinted
+        )
+        watch.expect(book, now=T0)
+        book.queue.enter("behind", T0 + 1, 10.0)
+        assert watch.step(progress(100), now=T0 + 45.0, durations=book) is not None
+        assert book.queue.start_of("behind", T0 + 46) == max(freed_at, T0 + 1)
