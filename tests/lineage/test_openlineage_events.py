@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,30 @@ def _db(airflow_db: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL", "0")
 
 
+def private_metadata_db(tmp_path: Path) -> dict[str, str]:
+    """Return the settings that give the DAG's process a copy of this test process's SQLite DB.
+
+    With the default ``[openlineage] execute_in_thread`` off, the listener forks the task runner
+    to emit each event, and under ``dag.test()`` the fork inherits the runner's open SQLite
+    connections, which SQLite forbids using across ``fork()`` (a child that does can corrupt the
+    file). A DB shared with this test process would then fail its later tests ("database disk
+    image is malformed", seen once on one pytest-xdist worker). The copy is made with SQLite's
+    backup API, consistent whatever this process holds open. A DB chosen outside the suite (not
+    SQLite) is kept.
+    """
+    url = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
+    if not url.startswith("sqlite:///"):
+        return {}
+    copy = tmp_path / "airflow.db"
+    source, target = sqlite3.connect(url.removeprefix("sqlite:///")), sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{copy}"}
+
+
 def run_with_lineage(tmp_path: Path, *, include_prompt: bool) -> tuple[list[dict[str, Any]], str, Path]:
     """Run the DAG in a new process with a file transport; return its events, their text, the folder."""
     events_file = tmp_path / "openlineage.jsonl"
@@ -43,6 +68,7 @@ def run_with_lineage(tmp_path: Path, *, include_prompt: bool) -> tuple[list[dict
             {"type": "file", "log_file_path": str(events_file), "append": True}
         ),
         "AIRFLOW__LOTIMAGE__LINEAGE_INCLUDE_PROMPT": str(include_prompt),
+        **private_metadata_db(tmp_path),
     }
     done = subprocess.run(
         [sys.executable, "-m", "tests.lineage.lineage_dag"],
