@@ -28,7 +28,8 @@ the schedule's aim, and it tells only an upper bound; recorded as a duration it 
 next read later still. So the estimate learns downwards only from reads made before it, and the
 book makes some on purpose: every :data:`PROBE_EVERY`-th wait of a kind (every second one while
 the window has no measured duration, so a service faster than the prior is found within a few
-tasks) expects :data:`PROBE_FACTOR` of the estimate. A probe that finds the task finished lowers
+tasks) aims its first read at :data:`~.schedule.PROBE_FACTOR` of the estimate (only that read: a
+task seen moving is placed by the whole estimate). A probe that finds the task finished lowers
 the estimate to its read; one that finds it moving measures the duration. Probes cost about one
 read in :data:`PROBE_EVERY` tasks; in exchange the first read of the others comes within the
 schedule's margin of their end, at any speed of the service: an upscale takes about one read.
@@ -52,7 +53,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from airflow_provider_lotimage.client.key_queue import KeyQueue
-from airflow_provider_lotimage.client.schedule import typical_seconds
+from airflow_provider_lotimage.client.schedule import PROBE_FACTOR, typical_seconds
 
 #: Observations a book keeps per kind (and Redis per key and kind): enough for a robust estimate
 #: that still follows a service whose speed changes within a few dozen tasks.
@@ -65,8 +66,6 @@ MAX_SECONDS = 1800.0
 WEIGHT = 0.5
 #: One wait in this many is a probe, once the window holds a measured duration.
 PROBE_EVERY = 12
-#: The fraction of the estimate a probe expects.
-PROBE_FACTOR = 0.6
 #: The shown progress lags the true one by up to this fraction of the run (its steps).
 PROGRESS_STEP = 1.0 / 7.0
 #: Seconds a book uses the shared observations it read before reading them again.
@@ -169,18 +168,25 @@ class DurationBook:
         self.queue = KeyQueue()
 
     def expected(self, kind: str | None, *, probe: bool = True) -> float | None:
-        """Return the seconds a task of ``kind`` is expected to take; None for an unknown kind.
+        """Return the seconds a wait of ``kind`` aims its first read at; None for an unknown kind.
 
-        :param probe: the wait may be a probe (only a wait that records its end should be one).
+        :param probe: the wait may be a probe (only a wait that records its end should be one): its
+            first read then aims at :data:`PROBE_FACTOR` of the estimate.
+        """
+        value, probing = self.expectation(kind, probe=probe)
+        return clamp(value * PROBE_FACTOR) if probing and value is not None else value
+
+    def expectation(self, kind: str | None, *, probe: bool = True) -> tuple[float | None, bool]:
+        """Return the estimate of ``kind`` (None: unknown kind), and whether this wait probes.
+
+        Apart, because only the first read of a probe aims early: once its task is seen moving, the
+        estimate places the task's end (:func:`~.schedule.moving_run`), not the probe's fraction.
         """
         prior = typical_seconds(kind)
         if kind is None or prior is None:
-            return None
+            return None, False
         observations = self.observations(kind)
-        value = estimate(prior, observations)
-        if probe and self._probe_due(kind, observations):
-            return clamp(value * PROBE_FACTOR)
-        return value
+        return estimate(prior, observations), probe and self._probe_due(kind, observations)
 
     def record(self, kind: str | None, observation: Observation | None) -> None:
         """Add a wait's observation of a task of ``kind`` (nothing for an unknown kind)."""

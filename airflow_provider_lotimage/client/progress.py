@@ -75,6 +75,9 @@ class ProgressWatch:
     hinted: bool = False
     #: Seconds the task is expected to take, learned as the wait began (``None``: the kind's prior).
     expected_seconds: float | None = None
+    #: Whether the first read aims early on purpose, at :data:`.schedule.PROBE_FACTOR` of
+    #: :attr:`expected_seconds` (a probe of the :class:`~.durations.DurationBook`).
+    probing: bool = False
     #: Whether the wait began at the task's submission (the submitting operators): only then is
     #: its end a duration of the task's kind, recorded in a :class:`~.durations.DurationBook`.
     from_submission: bool = False
@@ -163,7 +166,7 @@ class ProgressWatch:
         its first read counts from its likely start; the waiter leaves it when the wait ends.
         """
         if self.adaptive and self.expected_seconds is None and self.last_read_at is None:
-            self.expected_seconds = book.expected(self.kind, probe=self.from_submission)
+            self.expected_seconds, self.probing = book.expectation(self.kind, probe=self.from_submission)
         queue_place.join(self, book, time.time() if now is None else now)
 
     def observe(self, progress: TaskProgress, now: float | None = None) -> bool:

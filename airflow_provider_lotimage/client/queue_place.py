@@ -34,11 +34,10 @@ def takes_part(watch: Waiting) -> bool:
 
 
 def join(watch: Waiting, book: DurationBook, now: float) -> None:
-    """Enter the queue as the wait begins, with the kind's likely duration (never a probe's)."""
+    """Enter the queue as the wait begins, with its whole expected duration (a probe's too)."""
     if takes_part(watch):
-        typical = book.expected(watch.kind, probe=False) or watch.expected_seconds
-        assert typical is not None
-        book.queue.enter(watch.task_id, watch.started_at, typical)
+        assert watch.expected_seconds is not None
+        book.queue.enter(watch.task_id, watch.started_at, watch.expected_seconds)
         place(watch, book, now)
 
 

@@ -61,6 +61,11 @@ MIN_POLL_GAP = 1.0
 #: reported on time.
 WEBHOOK_FALLBACK_FACTOR = 4.0
 
+#: The fraction of its expected duration a probe's first read aims at (:mod:`.durations`: a probe
+#: that finds its task finished lowers the estimate, one that finds it moving measures it). Only
+#: the first read: once the task is seen moving, the whole estimate places its end.
+PROBE_FACTOR = 0.6
+
 #: Fraction of the predicted duration added to a predicted end before reading. Progress comes in
 #: steps (15, 31, 46 ... 93, 100: about a seventh of the run each), so the shown progress lags the
 #: true one by up to a step whatever the percentage, and the predicted end is early by up to a
@@ -107,6 +112,7 @@ class Observations(Protocol):
     stall_timeout: float | None
     hinted: bool
     expected_seconds: float | None
+    probing: bool
     starts_at: float | None
 
 
@@ -164,12 +170,12 @@ def wanted_at(seen: Observations, poll_interval: float, now: float) -> float:
     """When (epoch seconds) a read is likely to find something new, before the bounds.
 
     Before any progress: the end expected from the kind's duration, counted from the task's
-    likely start in the key's queue (``starts_at``, :mod:`.key_queue`) or else its submission;
-    without a kind, nothing is known, so the fixed schedule's next read. ``math.inf`` means "as
-    late as the bounds allow": a task that still showed 0 % past half its expected duration after
-    its likely start (a running task shows its first step after about a seventh;
-    ``poll_interval`` stands in for an unknown kind's) is queued behind tasks this process does
-    not see.
+    likely start in the key's queue (``starts_at``, :mod:`.key_queue`) or else its submission
+    (a probe's at :data:`PROBE_FACTOR` of it); without a kind, nothing is known, so the fixed
+    schedule's next read. ``math.inf`` means "as late as the bounds allow": a task that still
+    showed 0 % past half its expected duration after its likely start (a running task shows its
+    first step after about a seventh; ``poll_interval`` stands in for an unknown kind's) is
+    queued behind tasks this process does not see.
     """
     if seen.last_progress > 0:
         return moving_wanted_at(seen, now)
@@ -177,7 +183,9 @@ def wanted_at(seen: Observations, poll_interval: float, now: float) -> float:
     begins = seen.started_at if seen.starts_at is None else max(seen.started_at, seen.starts_at)
     if seen.last_read_at is not None and seen.last_read_at >= begins + (prior or poll_interval) / 2:
         return math.inf
-    return now + poll_interval if prior is None else begins + prior * (1.0 + FINISH_MARGIN)
+    if prior is None:
+        return now + poll_interval
+    return begins + prior * (PROBE_FACTOR if seen.probing else 1.0) * (1.0 + FINISH_MARGIN)
 
 
 def moving_wanted_at(seen: Observations, now: float) -> float:

@@ -14,7 +14,6 @@ from airflow_provider_lotimage.client.durations import (
     MAX_SECONDS,
     MIN_SECONDS,
     PROBE_EVERY,
-    PROBE_FACTOR,
     WINDOW,
     DurationBook,
     Observation,
@@ -27,6 +26,7 @@ from airflow_provider_lotimage.client.schedule import (
     FINISH_MARGIN,
     KIND_IMAGINE,
     KIND_UPSCALE,
+    PROBE_FACTOR,
     TYPICAL_SECONDS,
 )
 
@@ -165,6 +165,47 @@ def test_a_wait_that_does_not_learn_never_probes() -> None:
     assert {book.expected(KIND_UPSCALE, probe=False) for _ in range(30)} == {PRIOR}
 
 
+def reads_of(watch: ProgressWatch, book: DurationBook, seconds: float) -> list[tuple[float, int]]:
+    """Drive ``watch`` over a task that runs ``seconds`` from T0, shown as the emulator does.
+
+    Progress comes in sevenths of the run, each showing the step it reached (0, 15, 31 ... 93),
+    then 100: the contract's steps. Returns each read's seconds after T0 and what it showed.
+    """
+    steps = (0, 15, 31, 46, 62, 78, 93)
+    now, reads = T0, []
+    while not reads or reads[-1][1] < 100:
+        now += watch.next_poll_in(10.0, now=now)
+        elapsed = now - T0
+        shown = 100 if elapsed >= seconds else steps[int(elapsed / seconds * 7)]
+        reads.append((round(elapsed, 1), shown))
+        watch.step(progress(shown), now, durations=book)
+    return reads
+
+
+def test_a_probe_that_finds_its_task_moving_places_its_end_by_the_whole_estimate() -> None:
+    """Only a probe's first read aims early: its task seen moving, the estimate places the end.
+
+    A grid of the prior's 45 s that starts at once: the probe reads it at 0.66 of that and sees
+    62 %. Placing its end by the probe's 27 s read it again at 43 s, at 93 %, and a third time;
+    placed by the whole 45 s, the second read finds it finished, no later than the same grid's
+    second read when its wait is no probe: a probe costs its early read, nothing more.
+    """
+    grid = TYPICAL_SECONDS[KIND_IMAGINE]
+    runs = {}
+    for probe in (True, False):
+        book = DurationBook()
+        if not probe:
+            book.expected(KIND_IMAGINE)  # the book's probe goes to another wait
+        watch = ProgressWatch.resume("t-1", started_at=T0, now=T0, kind=KIND_IMAGINE, from_submission=True)
+        watch.expect(book, now=T0)
+        assert (watch.probing, watch.expected_seconds) == (probe, grid)
+        runs[probe] = reads_of(watch, book, grid)
+    probe_reads, plain_reads = runs[True], runs[False]
+    assert probe_reads[0] == (pytest.approx(grid * PROBE_FACTOR * (1 + FINISH_MARGIN), abs=0.1), 62)
+    assert len(probe_reads) == len(plain_reads) == 2, runs
+    assert probe_reads[1][0] <= plain_reads[1][0]
+
+
 # -- the watch takes its expectation and gives its duration --------------------------------------------
 
 
@@ -192,9 +233,11 @@ def test_the_expectation_and_the_flag_survive_serialisation() -> None:
     watch = ProgressWatch.resume("t-1", started_at=T0, now=T0, kind=KIND_UPSCALE, from_submission=True)
     watch.expect(DurationBook())
     copy = ProgressWatch.from_dict(watch.to_dict())
-    assert (copy.expected_seconds, copy.from_submission) == (PRIOR * PROBE_FACTOR, True)
+    assert (copy.expected_seconds, copy.probing, copy.from_submission) == (PRIOR, True, True)
+    probe_read = PRIOR * PROBE_FACTOR * (1 + FINISH_MARGIN)
+    assert copy.next_poll_in(10.0, now=T0) == pytest.approx(probe_read)
     copy.expect(DurationBook())  # a watch that has its expectation keeps it
-    assert copy.expected_seconds == PRIOR * PROBE_FACTOR
+    assert (copy.expected_seconds, copy.probing) == (PRIOR, True)
 
 
 def test_only_a_wait_from_the_submission_gives_its_duration() -> None:
