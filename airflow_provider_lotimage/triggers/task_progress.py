@@ -249,7 +249,13 @@ class TaskProgressTrigger(BaseTrigger):
         yield event
 
     async def _outcome(self, watch: ProgressWatch) -> TriggerEvent:
-        """Wait for the task and return the one event; the webhook token is forgotten either way."""
+        """Wait for the task and return the one event; the webhook token is forgotten as the wait ends.
+
+        Not when the trigger is cancelled: the wait goes on elsewhere with the same token (it
+        expires with the wait). Airflow cancels a trigger it moves to another triggerer (a
+        triggerer stopping, or one it took for dead) and one whose task was cleared, whose next try
+        reconnects to the same LotImage task; forgotten, the token would turn the delivery away.
+        """
         base = {"lotimage_task_id": self.lotimage_task_id}
         try:
             done = await self._wait(watch)
@@ -260,7 +266,8 @@ class TaskProgressTrigger(BaseTrigger):
                 {**base, "status": "error", "message": str(err), "error_type": type(err).__name__}
             )
         finally:
-            await self.hints.close()
+            if not _being_cancelled():
+                await self.hints.close()
         return await self._success(done.to_result())
 
     async def _hold(self) -> None:
@@ -359,6 +366,12 @@ def listen(watch: ProgressWatch) -> asyncio.Event:
     replan, loop = asyncio.Event(), asyncio.get_running_loop()
     watch.replan = lambda: _call_soon(loop, replan.set)
     return replan
+
+
+def _being_cancelled() -> bool:
+    """Whether the running asyncio task is being cancelled (true inside its ``finally`` then)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:

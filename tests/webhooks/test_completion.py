@@ -157,17 +157,9 @@ def test_without_redis_the_task_polls(
     assert "did not answer" in capfd.readouterr().out + caplog.text
 
 
-def test_a_delivery_recorded_before_the_trigger_runs_is_acted_on(
-    emulator: Any, api_server: ServedApp, redis_client: Any, minted: list[str], airflow_db: None
-) -> None:
-    """A trigger moved to another triggerer finds the delivery recorded meanwhile, and reads once.
-
-    Its polling alone would first read 120 s after the start (an imagine's prior, backed off for
-    webhooks, up to ``poll_interval`` x ``MAX_POLL_FACTOR`` x ``WEBHOOK_FALLBACK_FACTOR``): it
-    ends within seconds only because of the delivery.
-    """
+def submitted_with_webhook(api_server: ServedApp, minted: list[str]) -> tuple[str, Any]:
+    """An imagine submitted with a webhook URL, as the operator does: the taskId and its completion."""
     from airflow_provider_lotimage.hooks.lotimage import LotImageHook
-    from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger
     from airflow_provider_lotimage.webhooks.completion import WebhookCompletion
 
     completion = WebhookCompletion(api_server.url, wanted=True, timeout=60)
@@ -180,12 +172,20 @@ def test_a_delivery_recorded_before_the_trigger_runs_is_acted_on(
     task_id = LotImageHook().imagine(PROMPT, webhook=url)
     completion.bind(task_id)
     assert completion.key == token_key(minted[0])
-    [sent] = deliveries(emulator)
-    assert sent["status"] == 204
-    trigger = TaskProgressTrigger(
+    return task_id, completion
+
+
+def waiting_trigger(task_id: str, completion: Any) -> Any:
+    """The trigger of a deferred imagine with webhooks: its polling alone first reads after 120 s."""
+    from airflow_provider_lotimage.triggers.task_progress import TaskProgressTrigger
+
+    return TaskProgressTrigger(
         task_id, poll_interval=10.0, first_poll_at=0, kind="imagine", webhook_key=completion.key
     )
-    assert trigger.serialize()[1]["webhook_key"] == completion.key
+
+
+def assert_acts_at_once(trigger: Any, emulator: Any, redis_client: Any) -> None:
+    """The trigger ends within seconds on the recorded delivery, after one read, leaving no Redis key."""
 
     async def first_event() -> Any:
         async for event in trigger.run():
@@ -197,3 +197,51 @@ def test_a_delivery_recorded_before_the_trigger_runs_is_acted_on(
     assert event.payload["status"] == "success" and event.payload["result"]["progress"] == 100
     assert progress_reads(emulator) == 1
     assert redis_client.keys("*") == []
+
+
+def test_a_delivery_recorded_before_the_trigger_runs_is_acted_on(
+    emulator: Any, api_server: ServedApp, redis_client: Any, minted: list[str], airflow_db: None
+) -> None:
+    """A trigger moved to another triggerer finds the delivery recorded meanwhile, and reads once.
+
+    Its polling alone would first read 120 s after the start (an imagine's prior, backed off for
+    webhooks, up to ``poll_interval`` x ``MAX_POLL_FACTOR`` x ``WEBHOOK_FALLBACK_FACTOR``): it
+    ends within seconds only because of the delivery.
+    """
+    task_id, completion = submitted_with_webhook(api_server, minted)
+    [sent] = deliveries(emulator)
+    assert sent["status"] == 204
+    trigger = waiting_trigger(task_id, completion)
+    assert trigger.serialize()[1]["webhook_key"] == completion.key
+    assert_acts_at_once(trigger, emulator, redis_client)
+
+
+def test_a_trigger_cancelled_mid_wait_leaves_its_token_to_the_one_that_takes_over(
+    emulator: Any, api_server: ServedApp, redis_client: Any, minted: list[str], airflow_db: None
+) -> None:
+    """Airflow cancels a trigger it moves to another triggerer; the wait goes on there, token and all.
+
+    A triggerer that stops, or that the others take for dead, has its triggers cancelled, and a
+    cleared task's next try reconnects with the same token. So the cancelled trigger keeps the
+    token: the delivery that comes afterwards is accepted, and the trigger that takes over reads
+    once, at once.
+    """
+    from airflow_provider_lotimage.webhooks.redis_store import registration_key
+
+    emulator.set_config(imagine_seconds=135.0)  # 6 s at the fixture's time scale: ends after the cancel
+    task_id, completion = submitted_with_webhook(api_server, minted)
+
+    async def cancelled_mid_wait() -> None:
+        waiting = asyncio.ensure_future(anext(aiter(waiting_trigger(task_id, completion).run())))
+        await asyncio.sleep(1.0)
+        assert not waiting.done()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(cancelled_mid_wait())
+    assert redis_client.exists(registration_key(completion.key)) == 1
+    [sent] = deliveries(emulator, within=30)
+    assert sent["status"] == 204, sent
+    assert progress_reads(emulator) == 0
+    assert_acts_at_once(waiting_trigger(task_id, completion), emulator, redis_client)
